@@ -1,0 +1,33 @@
+"""Pure tensor estimators (no verl, no Ray): testable on their own.
+
+``erpo`` and ``ep_grpo`` are two presets of :func:`entropy_progress_advantage`; ``dapo`` is GRPO's outcome
+advantage under its own name. :mod:`erpo_verl.register` registers them with verl.
+"""
+
+from erpo_verl.estimators.config import EP_GRPO_DEFAULTS, ERPO_DEFAULTS, EntropyProgressConfig
+from erpo_verl.estimators.entropy_progress import EXTRA_INPUTS, entropy_progress_advantage
+from erpo_verl.estimators.ep_grpo import compute_ep_grpo_advantage, ep_grpo_config
+from erpo_verl.estimators.erpo import compute_erpo_advantage, erpo_config
+from erpo_verl.estimators.outcome import compute_dapo_outcome_advantage, outcome_advantage
+
+# name -> (estimator, function that builds its validated config from verl's `algorithm` section)
+ESTIMATORS = {
+    "erpo": (compute_erpo_advantage, erpo_config),
+    "ep_grpo": (compute_ep_grpo_advantage, ep_grpo_config),
+    "dapo": (compute_dapo_outcome_advantage, None),
+}
+
+__all__ = [
+    "ESTIMATORS",
+    "EXTRA_INPUTS",
+    "EP_GRPO_DEFAULTS",
+    "ERPO_DEFAULTS",
+    "EntropyProgressConfig",
+    "compute_dapo_outcome_advantage",
+    "compute_ep_grpo_advantage",
+    "compute_erpo_advantage",
+    "entropy_progress_advantage",
+    "ep_grpo_config",
+    "erpo_config",
+    "outcome_advantage",
+]

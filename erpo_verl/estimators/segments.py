@@ -1,0 +1,84 @@
+"""Segment (group / bucket) statistics without Python loops over samples or tokens.
+
+Every statistic of the estimators is a mean or a standard deviation over a *segment*: the responses of
+one prompt group, the valid tokens of one group, or the valid tokens of one (group, progress-bucket)
+cell. They are computed with ``index_add_`` into a small per-segment buffer and gathered back, so the
+cost is a few linear passes over the batch whatever the number of groups.
+
+Variances are two-pass (mean first, then the centred sum of squares) in float32: the one-pass
+E[x²] − E[x]² form loses all precision when |mean| ≫ std, e.g. log-ratios on long responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def group_ids(index: Any, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Map verl's ``uid`` array (any hashable values) to contiguous int64 group ids on ``device``.
+
+    Returns ``(ids, num_groups)``. Ids follow first appearance, so they do not depend on how uids sort.
+    """
+    if index is None:
+        raise ValueError(
+            "index (the prompt-group id of each response, verl's non_tensor_batch['uid']) is required "
+            "to form GRPO groups"
+        )
+    if isinstance(index, torch.Tensor):
+        if index.dim() != 1 or index.shape[0] != batch_size:
+            raise ValueError(f"index has shape {tuple(index.shape)}; expected ({batch_size},), one id per response")
+        _, ids = torch.unique(index.to(device), return_inverse=True)
+        return ids.long(), int(ids.max().item()) + 1 if batch_size else 0
+    values = np.asarray(index, dtype=object) if not isinstance(index, np.ndarray) else index
+    if values.ndim != 1 or values.shape[0] != batch_size:
+        raise ValueError(f"index has length {values.shape[0] if values.ndim else 0}; expected {batch_size}, one id per response")
+    import pandas as pd  # hash-based factorization in C: O(n), works for any hashable uid type
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return torch.as_tensor(codes, dtype=torch.long, device=device), len(uniques)
+
+
+def segment_sum(values: torch.Tensor, seg: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Sum of ``values`` per segment (1-D inputs of equal length)."""
+    out = torch.zeros(num_segments, dtype=values.dtype, device=values.device)
+    return out.index_add_(0, seg, values)
+
+
+def segment_mean_std(
+    values: torch.Tensor, seg: torch.Tensor, num_segments: int, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and *population* standard deviation of ``values`` per segment.
+
+    ``weights`` (0/1) selects the elements that count; returns ``(mean, std, count)`` per segment, with
+    mean = std = 0 for an empty segment.
+    """
+    if weights is None:
+        weights = torch.ones_like(values)
+    count = segment_sum(weights, seg, num_segments)
+    safe = count.clamp_min(1.0)
+    mean = segment_sum(values * weights, seg, num_segments) / safe
+    centred = (values - mean[seg]) * weights
+    var = segment_sum(centred * centred, seg, num_segments) / safe
+    return mean, var.sqrt(), count
+
+
+def rowwise_segment_mean_std(
+    values: torch.Tensor, mask: torch.Tensor, row_seg: torch.Tensor, num_segments: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean / population std over the *valid tokens* of each segment of rows.
+
+    ``values`` and ``mask`` are (bs, L) with ``values`` already zero where ``mask`` is 0; ``row_seg`` (bs,)
+    gives each row's segment. Rows are reduced first (one pass over the tokens), then the (bs,) partial
+    sums are added into segments, so the scatter touches bs elements, not bs·L.
+    Returns per-segment ``(mean, std, token_count)``.
+    """
+    count = segment_sum(mask.sum(dim=1), row_seg, num_segments)
+    safe = count.clamp_min(1.0)
+    mean = segment_sum(values.sum(dim=1), row_seg, num_segments) / safe
+    centred = (values - mean[row_seg].unsqueeze(1)) * mask
+    var = segment_sum(centred.square_().sum(dim=1), row_seg, num_segments) / safe
+    return mean, var.sqrt(), count
+

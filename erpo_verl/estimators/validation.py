@@ -1,0 +1,52 @@
+"""Input checks shared by the estimators (spec §6): shapes, group ids and non-finite values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def check_inputs(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any,
+    **per_token: torch.Tensor | None,
+) -> torch.Tensor:
+    """Validate the estimator inputs and return the response mask as float32 0/1.
+
+    ``per_token`` are optional (bs, L) tensors (old entropy, log-probs) checked for shape and for
+    NaN/inf on valid positions; ``None`` entries are skipped. The rewards are checked on every position
+    because verl's sequence reward is the sum of the whole row.
+    """
+    if not isinstance(token_level_rewards, torch.Tensor) or token_level_rewards.dim() != 2:
+        raise ValueError(
+            f"token_level_rewards must be a 2-D tensor (batch, response_length), got "
+            f"{getattr(token_level_rewards, 'shape', type(token_level_rewards).__name__)}"
+        )
+    shape = tuple(token_level_rewards.shape)
+    if not isinstance(response_mask, torch.Tensor) or tuple(response_mask.shape) != shape:
+        raise ValueError(
+            f"response_mask has shape {tuple(getattr(response_mask, 'shape', ()))}; expected {shape} like token_level_rewards"
+        )
+    if index is not None and hasattr(index, "__len__") and len(index) != shape[0]:
+        raise ValueError(f"index has length {len(index)}; expected {shape[0]}, one group id per response")
+    valid = response_mask.bool()
+    _check_finite("token_level_rewards", token_level_rewards, None)
+    for name, tensor in per_token.items():
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(getattr(tensor, 'shape', ()))}; expected {shape}")
+        _check_finite(name, tensor, valid)
+    return valid.float()
+
+
+def _check_finite(name: str, tensor: torch.Tensor, valid: torch.Tensor | None) -> None:
+    bad = ~torch.isfinite(tensor)
+    if valid is not None:
+        bad &= valid
+    count = int(bad.sum().item())
+    if count:
+        where = "valid positions" if valid is not None else "positions"
+        raise ValueError(f"{name} has {count} NaN or infinite values on {where}")

@@ -1,0 +1,55 @@
+"""Entry point of the ``verl.plugins`` group: verl imports this module on every ``import verl``.
+
+It registers, in every process (driver, TaskRunner, Ray workers):
+
+* the advantage estimators ``erpo``, ``ep_grpo`` and ``dapo`` in verl's estimator registry,
+* the trainer mode ``erpo_sync`` in verl's v1 trainer registry,
+* a preflight check around verl's ``validate_config`` (driver-side, before Ray starts),
+* the CPU backend, only when ``VERL_PLATFORM=cpu``.
+
+Each registration happens when (and where) verl's module that holds the registry is first imported, so
+importing verl stays as cheap as before in processes that never use them. verl swallows exceptions raised
+while loading plugins, so ``erpo-verl doctor`` and the tests check that the names really resolve.
+Importing this module twice is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+
+from erpo_verl._hooks import after_import
+from erpo_verl.estimators import ESTIMATORS
+
+
+def _register_estimators(core_algos) -> None:
+    for name, (fn, _) in ESTIMATORS.items():
+        if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
+            core_algos.register_adv_est(name)(fn)  # raises if another function already owns the name
+
+
+def _register_trainer_mode(_trainer_sync_module) -> None:
+    import erpo_verl.trainer_sync  # noqa: F401  (its @register_trainer runs on import)
+
+
+def _install_preflight(config_module) -> None:
+    from erpo_verl.trainer import wrap_validate_config
+
+    wrap_validate_config(config_module)
+
+
+def cpu_mode_requested() -> bool:
+    """Whether the user asked for the CPU backend (``VERL_PLATFORM=cpu``)."""
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu"
+
+
+def install() -> None:
+    after_import("verl.trainer.ppo.core_algos", _register_estimators)
+    after_import("verl.trainer.ppo.v1.trainer_sync", _register_trainer_mode)
+    after_import("verl.utils.config", _install_preflight)
+    if cpu_mode_requested():
+        from erpo_verl.cpu import activate
+
+        activate()
+
+
+install()
