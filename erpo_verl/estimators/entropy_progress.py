@@ -164,8 +164,11 @@ def _progress_bucket(
         return position_bucket
     cumulative = torch.cumsum(entropy, dim=1)
     total = entropy.sum(dim=1, keepdim=True)
-    tau = cumulative / total.clamp_min(torch.finfo(torch.float32).tiny)
-    entropy_bucket = (torch.ceil(tau * k).long() - 1).clamp_(0, k - 1)
+    # K τ computed as (K S_t) / S_total, not (S_t / S_total) · K: when K τ is mathematically an integer and the
+    # sums are exact, the division then returns that integer exactly, whereas rounding S_t / S_total first can
+    # push K τ just above it and move the token one bucket up (e.g. constant entropy, |o| = K = 13, t = 6).
+    k_tau = (k * cumulative) / total.clamp_min(torch.finfo(torch.float32).tiny)
+    entropy_bucket = (torch.ceil(k_tau).long() - 1).clamp_(0, k - 1)
     return torch.where(total > 0, entropy_bucket, position_bucket)
 
 

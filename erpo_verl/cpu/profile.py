@@ -1,0 +1,127 @@
+"""The CPU profile: verl command-line overrides that run the real trainer on a 2-core CPU with the tiny model.
+
+Tests, the demo, the recipes' ``PROFILE=cpu-tiny`` and the learning benchmark all start from
+:func:`cpu_overrides` so that no caller repeats forty settings. Each group says which failure of
+shared/research/cpu-verl.md it avoids. Later overrides on the same key win (Hydra semantics), so callers
+append their own.
+
+    python -m erpo_verl.cpu.profile --model M --train T --val V   # prints one override per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# Environment of every process of a CPU run (Ray workers inherit it from the driver).
+CPU_ENV = {
+    "VERL_PLATFORM": "cpu",  # selects erpo_verl.cpu (platform, patches, hf rollout)
+    "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engine is registered under cuda; it runs fine on CPU tensors
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def cpu_env(base: dict | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus :data:`CPU_ENV`."""
+    env = dict(os.environ if base is None else base)
+    env.update(CPU_ENV)
+    return env
+
+
+def cpu_overrides(
+    model_path: str,
+    train_file: str,
+    val_file: str,
+    *,
+    steps: int = 2,
+    train_batch_size: int = 4,
+    n: int = 4,
+    max_prompt_length: int = 64,
+    max_response_length: int = 16,
+    lr: float = 1e-3,
+    seed: int = 1,
+    ranks: int = 1,
+    output_dir: str = "outputs/cpu_run",
+    reward_path: str = "pkg://erpo_verl.toy.reward",
+) -> list[str]:
+    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU (see the module docstring)."""
+    micro = max(1, (train_batch_size * n) // ranks)
+    return [
+        # data: tiny parquet, no dataloader worker processes
+        f"data.train_files={train_file}",
+        f"data.val_files={val_file}",
+        f"data.train_batch_size={train_batch_size}",
+        f"data.max_prompt_length={max_prompt_length}",
+        f"data.max_response_length={max_response_length}",
+        "data.dataloader_num_workers=0",
+        f"data.seed={seed}",
+        # model: no flash-attn on CPU (failure #6)
+        f"actor_rollout_ref.model.path={model_path}",
+        "actor_rollout_ref.model.use_remove_padding=False",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        # actor / ref: FSDP2 (FSDP1 needs a GPU, failure #7)
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        f"actor_rollout_ref.actor.optim.lr={lr}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={train_batch_size}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        "actor_rollout_ref.actor.fsdp_config.param_offload=False",
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload=False",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
+        # rollout: the CPU hf rollout, one replica per rank (failures #8, #9)
+        "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.rollout.n={n}",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "actor_rollout_ref.rollout.temperature=1.0",
+        f"actor_rollout_ref.rollout.seed={seed}",
+        # reward: the toy rule reward in one reward worker
+        "reward.num_workers=1",
+        f"reward.custom_reward_function.path={reward_path}",
+        "reward.custom_reward_function.name=compute_score",
+        # trainer: CPU device, logical GPUs, no validation/checkpoints unless asked
+        "trainer.device=cpu",
+        f"trainer.n_gpus_per_node={ranks}",
+        "trainer.nnodes=1",
+        "trainer.logger=[console]",
+        "trainer.val_before_train=False",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=1000",
+        f"trainer.default_local_dir={output_dir}/checkpoints",
+        "trainer.project_name=erpo_verl_cpu",
+        "trainer.experiment_name=cpu_tiny",
+        # Ray: logical CPUs for TransferQueue's actors, logical GPUs for the resource pools (failures #1, #2)
+        "ray_kwargs.ray_init.num_cpus=16",
+        f"+ray_kwargs.ray_init.num_gpus={ranks}",
+        "+ray_kwargs.ray_init.include_dashboard=False",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Print the CPU profile's verl overrides, one per line.")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--val", required=True)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--output-dir", default="outputs/cpu_run")
+    parser.add_argument("--env", action="store_true", help="print the environment (KEY=VALUE) instead")
+    args = parser.parse_args(argv)
+    if args.env:
+        print("\n".join(f"{k}={v}" for k, v in CPU_ENV.items()))
+        return 0
+    print("\n".join(cpu_overrides(args.model, args.train, args.val, steps=args.steps, output_dir=args.output_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
