@@ -90,7 +90,7 @@ def cpu_overrides(
         "trainer.device=cpu",
         f"trainer.n_gpus_per_node={ranks}",
         "trainer.nnodes=1",
-        "trainer.logger=[console]",
+        "trainer.logger=[console,file]",  # file: verl's JSONL logger (path from VERL_FILE_LOGGER_PATH)
         "trainer.val_before_train=False",
         "trainer.test_freq=-1",
         "trainer.save_freq=-1",

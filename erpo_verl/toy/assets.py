@@ -106,7 +106,7 @@ def toy_rows(num: int, split: str, seed: int) -> list[dict]:
                 "data_source": DATA_SOURCE,
                 "prompt": [{"role": "user", "content": question}],
                 "ability": "toy",
-                "reward_model": {"style": "rule", "ground_truth": "digits"},
+                "reward_model": {"style": "rule", "ground_truth": str(n)},
                 "extra_info": {"split": split, "index": index, "question": question},
             }
         )
@@ -132,7 +132,7 @@ def build_all(root: str | Path, seed: int = 0, force: bool = False) -> dict[str,
     root = Path(root)
     model_dir, data_dir = root / "tiny_qwen2", root / "data"
     stamp = root / "assets.json"
-    wanted = {"seed": seed, "model": MODEL_CONFIG, "alphabet": "".join(ALPHABET), "version": 2}
+    wanted = {"seed": seed, "model": MODEL_CONFIG, "alphabet": "".join(ALPHABET), "version": 3}
     if not force and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return {"model": model_dir, "train": data_dir / "train.parquet", "val": data_dir / "val.parquet"}
     root.mkdir(parents=True, exist_ok=True)
