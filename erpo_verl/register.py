@@ -2,7 +2,8 @@
 
 It registers, in every process (driver, TaskRunner, Ray workers):
 
-* the advantage estimators ``erpo``, ``ep_grpo`` and ``dapo`` in verl's estimator registry,
+* the advantage estimators ``erpo``, ``ep_grpo``, ``dapo`` and ``grpo_forking`` in verl's estimator registry,
+* the policy loss ``aer`` (adaptive entropy regularization) in verl's policy-loss registry,
 * the trainer mode ``erpo_sync`` in verl's v1 trainer registry,
 * a preflight check around verl's ``validate_config`` (driver-side, before Ray starts),
 * the CPU backend, only when ``VERL_PLATFORM=cpu``.
@@ -21,10 +22,13 @@ from erpo_verl._hooks import after_import
 from erpo_verl.estimators import ESTIMATORS
 
 
-def _register_estimators(core_algos) -> None:
+def _register_estimators_and_losses(core_algos) -> None:
+    from erpo_verl.aer import register_loss
+
     for name, (fn, _) in ESTIMATORS.items():
         if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
             core_algos.register_adv_est(name)(fn)  # raises if another function already owns the name
+    register_loss(core_algos)
 
 
 def _register_trainer_mode(_trainer_sync_module) -> None:
@@ -43,7 +47,7 @@ def cpu_mode_requested() -> bool:
 
 
 def install() -> None:
-    after_import("verl.trainer.ppo.core_algos", _register_estimators)
+    after_import("verl.trainer.ppo.core_algos", _register_estimators_and_losses)
     after_import("verl.trainer.ppo.v1.trainer_sync", _register_trainer_mode)
     after_import("verl.utils.config", _install_preflight)
     if cpu_mode_requested():

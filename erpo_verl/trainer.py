@@ -82,29 +82,40 @@ def estimator_requirements(config: Any) -> tuple[bool, bool]:
 # configuration checks and the reference policy
 # ---------------------------------------------------------------------------------------------------------
 def preflight(config: Any) -> list[str]:
-    """Check that verl's configuration can feed the selected estimator and prepare it; return what changed.
+    """Check that verl's configuration can feed the selected estimator (and AER) and prepare it.
 
-    Raises :class:`ERPOSetupError` (a ValueError) naming the setting to add when it cannot.
+    Returns the settings it changed; raises :class:`ERPOSetupError` (a ValueError) naming the setting to add
+    when the configuration cannot work. Idempotent.
     """
+    from erpo_verl.aer import aer_enabled
+
     needs_entropy, needs_ref = estimator_requirements(config)
     name = config.algorithm.adv_estimator
-    if not (needs_entropy or needs_ref):
+    use_aer = aer_enabled(config)
+    if not (needs_entropy or needs_ref or use_aer):
         return []
     what = " and ".join(
-        x for x, need in (("the old-policy token entropy", needs_entropy), ("the reference log-probs", needs_ref)) if need
+        x
+        for x, need in (
+            ("the old-policy token entropy", needs_entropy),
+            ("the reference log-probs", needs_ref),
+        )
+        if need
     )
+    who = f"algorithm.adv_estimator={name} needs {what}" if what else ""
+    if use_aer:
+        aer_what = "actor_rollout_ref.actor.policy_loss.loss_mode=aer needs the erpo-verl trainer hook for its entropy controller"
+        who = f"{who}; {aer_what}" if who else aer_what
     trainer_cfg = config.trainer
     if not trainer_cfg.get("use_v1", True):
         raise ERPOSetupError(
-            f"algorithm.adv_estimator={name} needs {what}, which verl's legacy trainer (trainer.use_v1=false) "
-            f"discards. Use the v1 trainer with the erpo-verl mode: trainer.use_v1=true "
-            f"trainer.v1.trainer_mode={TRAINER_MODE}"
+            f"{who}, which verl's legacy trainer (trainer.use_v1=false) cannot provide. Use the v1 trainer with "
+            f"the erpo-verl mode: trainer.use_v1=true trainer.v1.trainer_mode={TRAINER_MODE}"
         )
     mode = trainer_cfg.get("v1", {}).get("trainer_mode", "sync")
     if mode != TRAINER_MODE:
         raise ERPOSetupError(
-            f"algorithm.adv_estimator={name} needs {what}, which verl's '{mode}' trainer mode does not pass to "
-            f"advantage estimators. Add: trainer.v1.trainer_mode={TRAINER_MODE}"
+            f"{who}, which verl's '{mode}' trainer mode does not provide. Add: trainer.v1.trainer_mode={TRAINER_MODE}"
         )
     rollout_corr = config.algorithm.get("rollout_correction", None) or {}
     if needs_entropy and rollout_corr.get("bypass_mode", False):
@@ -121,6 +132,28 @@ def preflight(config: Any) -> list[str]:
     changes = []
     if needs_ref:
         changes += enable_reference_policy(config)
+    if use_aer:
+        changes += prepare_aer(config)
+    return changes
+
+
+def prepare_aer(config: Any) -> list[str]:
+    """Select AER's config class for ``policy_loss`` and compute the current-policy entropy in the update."""
+    from omegaconf import open_dict
+
+    from erpo_verl.aer import aer_options
+
+    actor = config.actor_rollout_ref.actor
+    aer_options(config)  # validates the aer_* knobs before anything starts
+    changes = []
+    target = "erpo_verl.aer.AERPolicyLossConfig"
+    with open_dict(config):
+        if actor.policy_loss.get("_target_") != target:
+            actor.policy_loss._target_ = target
+            changes.append(f"actor_rollout_ref.actor.policy_loss._target_={target}")
+        if not actor.get("calculate_entropy", False):
+            actor.calculate_entropy = True
+            changes.append("actor_rollout_ref.actor.calculate_entropy=True")
     return changes
 
 

@@ -7,12 +7,20 @@ tested without Ray or TransferQueue.
 
 from __future__ import annotations
 
+import os
+from functools import partial
+
 import numpy as np
+import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
+from erpo_verl.aer import COEF_FIELD, AERState, aer_enabled, aer_metrics, aer_options, aer_ppo_loss, per_sample_coefficients
+from erpo_verl.estimators.segments import group_ids
 from erpo_verl.trainer import TRAINER_MODE, compute_advantage_with_extras, preflight
 from verl import DataProto
+from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+from verl.utils.config import omega_conf_to_dataclass
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
 from verl.trainer.ppo.v1.trainer_base import register_trainer
@@ -40,6 +48,49 @@ class ERPOTrainerSync(PPOTrainerSync):
     def __init__(self, config):
         preflight(config)  # idempotent; covers entry points other than verl.trainer.main_ppo
         super().__init__(config)
+        self.aer = aer_options(config) if aer_enabled(config) else None
+        self.aer_state = AERState(alpha=self.aer.aer_alpha_init) if self.aer else None
+
+    # -- AER: the actor loss with the entropy term, and the controller state in checkpoints -------------------
+    def on_init_end(self):
+        super().on_init_end()
+        if self.aer is not None:
+            actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            self.actor_rollout_wg.set_loss_fn(partial(aer_ppo_loss, config=actor_config))
+
+    def _save_checkpoint(self):
+        super()._save_checkpoint()
+        if self.aer is not None:
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            self.aer_state.save(folder)
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        if self.aer is None or self.global_steps == 0:
+            return
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            folder = trainer.resume_from_path
+        else:
+            folder = find_latest_ckpt_path(os.path.abspath(trainer.default_local_dir))
+        restored = AERState.load(folder) if folder else None
+        if restored is None:
+            raise FileNotFoundError(f"AER: no controller state in {folder}; was the checkpoint written without AER?")
+        self.aer_state = restored
+
+    def _aer_coefficients(self, data, metrics) -> torch.Tensor:
+        """Per-token α_k · c_i for this batch; advances the controller."""
+        mask = data.batch["response_mask"].float()
+        entropy = (data.batch["entropy"].float() * mask).sum() / mask.sum().clamp_min(1.0)
+        rewards = data.batch["token_level_rewards"].float().sum(dim=-1)
+        group, num_groups = group_ids(data.non_tensor_batch["uid"], rewards.shape[0], rewards.device)
+        coef = per_sample_coefficients(
+            rewards, group, num_groups, self.aer.aer_difficulty_mode, self.aer.aer_acc_threshold,
+            self.aer.aer_correct_threshold,
+        )
+        used_alpha = self.aer_state.step(float(entropy), self.aer)
+        metrics.update(aer_metrics(self.aer_state, self.aer, float(entropy), coef, used_alpha))
+        return used_alpha * coef.unsqueeze(1) * mask
 
     def _compute_advantage(self, batch, metrics):
         algo = self.config.algorithm
@@ -67,8 +118,13 @@ class ERPOTrainerSync(PPOTrainerSync):
         # 3. advantages, with the extra per-token inputs forwarded
         data = compute_advantage_with_extras(data, self.config, metrics, batch_keys=batch.keys)
 
-        # 4. write nested results back
+        # 4. AER's per-token entropy coefficients, read by aer_ppo_loss in the actor workers
         out_fields = ["advantages", "returns"]
+        if self.aer is not None:
+            data.batch[COEF_FIELD] = self._aer_coefficients(data, metrics)
+            out_fields.append(COEF_FIELD)
+
+        # 5. write nested results back
         if algo.use_kl_in_reward:
             out_fields.append("token_level_rewards")
         if rollout_correction:

@@ -1,20 +1,23 @@
 """Pure tensor estimators (no verl, no Ray): testable on their own.
 
 ``erpo`` and ``ep_grpo`` are two presets of :func:`entropy_progress_advantage`; ``dapo`` is GRPO's outcome
-advantage under its own name. :mod:`erpo_verl.register` registers them with verl.
+advantage under its own name; ``grpo_forking`` keeps it only on the high-entropy tokens. :mod:`erpo_verl.register` registers them with verl.
 """
 
 from erpo_verl.estimators.config import EP_GRPO_DEFAULTS, ERPO_DEFAULTS, EntropyProgressConfig
 from erpo_verl.estimators.entropy_progress import EXTRA_INPUTS, entropy_progress_advantage
 from erpo_verl.estimators.ep_grpo import compute_ep_grpo_advantage, ep_grpo_config
 from erpo_verl.estimators.erpo import compute_erpo_advantage, erpo_config
-from erpo_verl.estimators.outcome import compute_dapo_outcome_advantage, outcome_advantage
+from erpo_verl.estimators.dapo import compute_dapo_outcome_advantage, dapo_config
+from erpo_verl.estimators.forking import compute_grpo_forking_advantage, grpo_forking_config, top_entropy_mask
+from erpo_verl.estimators.outcome import outcome_advantage
 
 # name -> (estimator, function that builds its validated config from verl's `algorithm` section)
 ESTIMATORS = {
     "erpo": (compute_erpo_advantage, erpo_config),
     "ep_grpo": (compute_ep_grpo_advantage, ep_grpo_config),
-    "dapo": (compute_dapo_outcome_advantage, None),
+    "dapo": (compute_dapo_outcome_advantage, dapo_config),
+    "grpo_forking": (compute_grpo_forking_advantage, grpo_forking_config),
 }
 
 __all__ = [
@@ -25,9 +28,13 @@ __all__ = [
     "EntropyProgressConfig",
     "compute_dapo_outcome_advantage",
     "compute_ep_grpo_advantage",
+    "compute_grpo_forking_advantage",
     "compute_erpo_advantage",
     "entropy_progress_advantage",
     "ep_grpo_config",
     "erpo_config",
+    "dapo_config",
+    "grpo_forking_config",
+    "top_entropy_mask",
     "outcome_advantage",
 ]

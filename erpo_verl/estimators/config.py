@@ -49,6 +49,8 @@ class EntropyProgressConfig:
         anchor_gate: multiply Ψ by W as well (ERPO's E2: Ψ = W · sgn(Â) · s̃).
         adv_clip: clamp |A| to this value when set (None: no clamp).
         epsilon: ε of every normalization.
+        top_entropy_ratio: ρ of the 80/20 forking-token mask (arXiv 2506.01939): keep the advantage only on
+            the top-ρ old-entropy tokens of the batch (None: off; the paper uses 0.2).
     """
 
     gate: bool = True
@@ -65,6 +67,7 @@ class EntropyProgressConfig:
     anchor_gate: bool = True
     adv_clip: float | None = None
     epsilon: float = 1e-6
+    top_entropy_ratio: float | None = None
     norm_adv_by_std_in_grpo: bool = field(default=True, metadata={"from_algorithm": True})
 
     def __post_init__(self) -> None:
@@ -82,6 +85,7 @@ class EntropyProgressConfig:
         _check_number(self, "reward_threshold")
         if self.adv_clip is not None:
             _check_number(self, "adv_clip", low=0.0, low_inclusive=False)
+        check_ratio(self.top_entropy_ratio)
         if isinstance(self.num_buckets, bool) or not isinstance(self.num_buckets, int) or self.num_buckets < 1:
             raise ValueError(f"num_buckets must be an integer >= 1, got {self.num_buckets!r}")
 
@@ -89,7 +93,11 @@ class EntropyProgressConfig:
     @property
     def needs_entropy(self) -> bool:
         """Whether the old-policy per-token entropy is an input (gate, or cumulative-entropy buckets)."""
-        return self.gate or (self.progress_coef > 0 and self.bucket_coord == "cum_entropy")
+        return (
+            self.gate
+            or (self.progress_coef > 0 and self.bucket_coord == "cum_entropy")
+            or self.top_entropy_ratio is not None
+        )
 
     @property
     def needs_ref_log_prob(self) -> bool:
@@ -144,7 +152,9 @@ def _to_plain_dict(section_cfg: Any, section: str) -> dict:
     raise ValueError(f"algorithm.{section} must be a mapping of hyper-parameters, got {type(section_cfg).__name__}")
 
 
-_FLOAT_KEYS = {"gate_gamma", "progress_coef", "logratio_scale", "reward_threshold", "epsilon", "adv_clip"}
+_FLOAT_KEYS = {
+    "gate_gamma", "progress_coef", "logratio_scale", "reward_threshold", "epsilon", "adv_clip", "top_entropy_ratio"
+}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -163,6 +173,15 @@ def _check_number(cfg: EntropyProgressConfig, key: str, low: float | None = None
         raise ValueError(f"{key} must be {bound}, got {value!r}")
 
 
+def check_ratio(ratio: Any, key: str = "top_entropy_ratio") -> float | None:
+    """Validate ρ: None (off) or a number in (0, 1]."""
+    if ratio is None:
+        return None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) <= 1.0):
+        raise ValueError(f"{key} must be null (off) or a number in (0, 1], got {ratio!r}")
+    return float(ratio)
+
+
 ERPO_DEFAULTS: dict[str, Any] = {
     "gate": True,
     "gate_gamma": 2.0,
@@ -178,6 +197,7 @@ ERPO_DEFAULTS: dict[str, Any] = {
     "anchor_gate": True,
     "adv_clip": None,
     "epsilon": 1e-6,
+    "top_entropy_ratio": None,
 }
 
 EP_GRPO_DEFAULTS: dict[str, Any] = {**ERPO_DEFAULTS, "bucket_coord": "cum_entropy", "zero_var_fallback": True}

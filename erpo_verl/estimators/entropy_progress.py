@@ -30,6 +30,9 @@ implicit log-ratio s_{i,t} = λ (log π_old − log π_ref).
                                                A_{i,t} = m_{i,t} · (W_{i,t} Â_i + η Ψ_{i,t}),
                                                clamped to ±adv_clip when set.
 
+7. Optional 80/20 mask (``top_entropy_ratio`` ρ): A_{i,t} ← 0 unless H_{i,t} is among the top ρ of the batch's
+   valid-token entropies (see :mod:`forking`).
+
 With ``gate=false`` and ``progress_coef=0`` this is exactly GRPO. Statistics are float32 whatever the
 input dtype; no Python loop runs over samples or tokens (segment sums, see :mod:`segments`).
 """
@@ -41,6 +44,7 @@ from typing import Any
 import torch
 
 from erpo_verl.estimators.config import EntropyProgressConfig
+from erpo_verl.estimators.forking import top_entropy_mask
 from erpo_verl.estimators.outcome import outcome_advantage
 from erpo_verl.estimators.segments import rowwise_segment_mean_std, segment_mean_std
 from erpo_verl.estimators.validation import check_inputs
@@ -145,8 +149,15 @@ def entropy_progress_advantage(
     if cfg.adv_clip is not None:
         advantages = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
 
+    keep = None
+    if cfg.top_entropy_ratio is not None:  # the 80/20 forking-token mask, see forking.py
+        keep = top_entropy_mask(entropy, mask, cfg.top_entropy_ratio)
+        advantages = advantages * keep
+
     if metrics is not None:
         _fill_metrics(metrics, cfg, mask, gate, z, out, advantages, progress)
+        if keep is not None:
+            metrics["forking_kept_frac"] = keep.sum().item() / max(1.0, mask.sum().item())
     return advantages
 
 

@@ -1,4 +1,4 @@
-"""GRPO's outcome advantage, vectorized, and the ``dapo`` estimator.
+"""GRPO's outcome advantage, vectorized (shared by every estimator of this package).
 
 For prompt group g with responses i = 1..G and sequence rewards R_i (the row sums of
 ``token_level_rewards``, as in verl):
@@ -9,10 +9,6 @@ For prompt group g with responses i = 1..G and sequence rewards R_i (the row sum
 with ``std`` the *unbiased* standard deviation and, for a group with a single response, mean 0 and
 std 1 — exactly verl's ``compute_grpo_outcome_advantage`` (same ε = 1e-6), computed with segment sums
 instead of a Python loop over the batch. Every valid token of response i receives Â_i.
-
-DAPO (arXiv 2503.14476) uses this same advantage; its differences live elsewhere (clip-higher, token-mean
-loss, dynamic sampling, overlong shaping), so ``dapo`` is registered as this estimator under its own name so
-DAPO runs take the same code path as ERPO/EP-GRPO.
 """
 
 from __future__ import annotations
@@ -22,9 +18,7 @@ from typing import Any
 
 import torch
 
-from erpo_verl.estimators.config import config_get
 from erpo_verl.estimators.segments import group_ids, segment_sum
-from erpo_verl.estimators.validation import check_inputs
 
 GRPO_EPSILON = 1e-6  # verl's default in compute_grpo_outcome_advantage
 
@@ -67,21 +61,3 @@ def outcome_advantage(
     gmax = torch.full((num_groups,), -torch.inf, device=rewards.device).scatter_reduce_(0, gid, rewards, "amax")
     gmin = torch.full((num_groups,), torch.inf, device=rewards.device).scatter_reduce_(0, gid, rewards, "amin")
     return OutcomeStats(rewards, advantage, gid, num_groups, size, gmax == gmin)
-
-
-def compute_dapo_outcome_advantage(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    index: Any = None,
-    config: Any = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``dapo`` estimator: GRPO's outcome advantage broadcast to the valid tokens.
-
-    Honours ``config["norm_adv_by_std_in_grpo"]`` (default true). Returns float32 ``(advantages, returns)``.
-    """
-    mask = check_inputs(token_level_rewards, response_mask, index)
-    norm = True if config is None else bool(config_get(config, "norm_adv_by_std_in_grpo", True))
-    stats = outcome_advantage(token_level_rewards, index, norm_adv_by_std_in_grpo=norm)
-    advantages = stats.advantage.unsqueeze(1) * mask
-    return advantages, advantages

@@ -1,0 +1,116 @@
+"""The 80/20 "forking token" mask — Beyond the 80/20 Rule (arXiv 2506.01939); TRL's ``top_entropy_quantile``.
+
+Only the tokens whose old-policy entropy lies in the top ρ fraction of the batch's valid tokens keep their
+advantage; every other token's advantage becomes 0, so it contributes no policy-gradient signal, while the
+loss is still normalised by *all* valid tokens (the response mask is not changed), as in the paper:
+
+    J = E[ (1 / Σ_i |o_i|) Σ_i Σ_t 1[H_{i,t} ≥ τ_ρ] · min(r Â, clip(r, 1−ε_low, 1+ε_high) Â) ]
+
+τ_ρ is the ⌈ρ N⌉-th largest entropy among the N valid tokens of the batch; tokens tied with τ_ρ are all
+kept, so with ties slightly more than ρ N tokens can be selected. Paper default: ρ = 0.2.
+
+It is an option of every estimator of this package (``top_entropy_ratio``) and a registered GRPO variant,
+``algorithm.adv_estimator=grpo_forking`` (ρ under ``algorithm.grpo_forking.top_entropy_ratio``, default 0.2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from erpo_verl.estimators.config import check_ratio, config_get
+from erpo_verl.estimators.outcome import outcome_advantage
+from erpo_verl.estimators.validation import check_inputs
+
+DEFAULT_RATIO = 0.2
+
+
+def top_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Bool (bs, L): valid tokens whose entropy is among the top ``ratio`` fraction of the batch's valid tokens."""
+    valid = response_mask.bool()
+    n = int(valid.sum().item())
+    if n == 0:
+        return valid
+    k = max(1, math.ceil(ratio * n))
+    values = entropy[valid].float()
+    threshold = torch.kthvalue(values, n - k + 1).values  # the k-th largest
+    return valid & (entropy.float() >= threshold)
+
+
+@dataclass(frozen=True)
+class OutcomeOptions:
+    """Options of the outcome-only estimators (``dapo``, ``grpo_forking``)."""
+
+    top_entropy_ratio: float | None
+    norm_adv_by_std_in_grpo: bool = True
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.top_entropy_ratio is not None
+
+    needs_ref_log_prob = False
+
+
+def outcome_config(config: Any, section: str, default_ratio: float | None) -> OutcomeOptions:
+    """Validated options read from ``config[section]`` (only ``top_entropy_ratio`` is a valid key)."""
+    ratio = default_ratio
+    section_cfg = config_get(config, section, None) if config is not None else None
+    if section_cfg is not None:
+        for key in list(section_cfg.keys()):
+            if key != "top_entropy_ratio":
+                raise ValueError(f"unknown key algorithm.{section}.{key}; valid keys are: top_entropy_ratio")
+        ratio = section_cfg.get("top_entropy_ratio", default_ratio)
+    norm = bool(config_get(config, "norm_adv_by_std_in_grpo", True)) if config is not None else True
+    return OutcomeOptions(check_ratio(ratio, f"algorithm.{section}.top_entropy_ratio"), norm)
+
+
+def masked_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any,
+    config: Any,
+    section: str,
+    default_ratio: float | None,
+    old_entropy: torch.Tensor | None,
+    metrics: dict | None,
+) -> torch.Tensor:
+    """GRPO's outcome advantage on the valid tokens, optionally restricted to the high-entropy tokens."""
+    options = outcome_config(config, section, default_ratio)
+    ratio = options.top_entropy_ratio
+    if ratio is not None and old_entropy is None:
+        from erpo_verl.estimators.entropy_progress import missing_input_message
+
+        raise ValueError(missing_input_message("old_entropy", f"by the forking-token mask (algorithm.{section}.top_entropy_ratio)"))
+    mask = check_inputs(token_level_rewards, response_mask, index, old_entropy=old_entropy if ratio else None)
+    stats = outcome_advantage(token_level_rewards, index, options.norm_adv_by_std_in_grpo)
+    advantages = stats.advantage.unsqueeze(1) * mask
+    if ratio is not None:
+        keep = top_entropy_mask(torch.where(mask.bool(), old_entropy.float(), 0.0), mask, ratio)
+        advantages = advantages * keep
+        if metrics is not None:
+            metrics["forking_kept_frac"] = keep.sum().item() / max(1.0, mask.sum().item())
+    return advantages
+
+
+def grpo_forking_config(config: Any = None) -> OutcomeOptions:
+    return outcome_config(config, "grpo_forking", DEFAULT_RATIO)
+
+
+def compute_grpo_forking_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any = None,
+    config: Any = None,
+    *,
+    old_entropy: torch.Tensor | None = None,
+    metrics: dict | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``grpo_forking``: GRPO advantages kept only on the top-ρ entropy tokens (ρ = 0.2 by default)."""
+    advantages = masked_outcome_advantage(
+        token_level_rewards, response_mask, index, config, "grpo_forking", DEFAULT_RATIO, old_entropy, metrics
+    )
+    return advantages, advantages
