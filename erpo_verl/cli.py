@@ -3,6 +3,7 @@
     erpo-verl demo   [--out DIR] [--steps N] [--estimators erpo,grpo]   train on CPU through verl, plot
     erpo-verl plot   RUN.jsonl [RUN2.jsonl ...] --out runs.png          compare runs side by side
     erpo-verl assets [--out DIR]                                        build the offline tiny model and toy data
+    erpo-verl doctor [--no-ray] [--require-gpu]                         check versions, registration, hardware
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _plot(argv) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo", "plot", "assets"}
+    commands = {"demo", "plot", "assets", "doctor"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -55,6 +56,10 @@ def main(argv=None) -> int:
         from erpo_verl.demo import main as demo_main
 
         return demo_main(rest)
+    if command == "doctor":
+        from erpo_verl.doctor import main as doctor_main
+
+        return doctor_main(rest)
     if command == "assets":
         from erpo_verl.toy.assets import main as assets_main
 

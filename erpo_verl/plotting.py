@@ -36,11 +36,12 @@ def plot_runs(
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colors = {name: f"C{i % 10}" for i, name in enumerate(runs)}  # one colour per run in every panel
     for ax, (key, label) in zip(axes.flat, panels):
         for name, records in runs.items():
             steps, values = series(records, key)
             if steps:
-                ax.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=name)
+                ax.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=name, color=colors[name])
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
