@@ -38,13 +38,26 @@ def _on_alarm(signum, frame):
     raise SoftDeadline()
 
 
+def _current_address_space() -> int:
+    """Bytes of virtual memory in use now (Linux), so the limit is headroom on top of the imports."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _limit_address_space(limit_mb: int) -> None:
+    """Allow ``limit_mb`` MB of address space beyond what the worker uses after importing math-verify."""
     if limit_mb <= 0:
         return
     try:
         import resource
 
-        limit = limit_mb * 1024 * 1024
+        limit = _current_address_space() + limit_mb * 1024 * 1024
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)

@@ -65,6 +65,11 @@ def response_tail(text: str, max_chars: int) -> str:
     return text[-max_chars:]
 
 
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
+
+
 def _braced_group(text: str, open_index: int) -> str | None:
     """Content of the ``{...}`` group that opens at ``text[open_index]``, or None if it never closes.
 
@@ -95,9 +100,7 @@ def find_last_boxed(text: str) -> ExtractedAnswer | None:
     Only the last box counts: if it is unterminated (a response cut off mid-answer) there is no answer, rather
     than falling back to an earlier, possibly intermediate, box. ``\\boxed 5`` (no braces) is accepted too.
     """
-    last = None
-    for last in BOX_COMMAND_RE.finditer(text):
-        pass
+    last = _last_match(BOX_COMMAND_RE, text)
     if last is None:
         return None
     i = last.end()
@@ -128,9 +131,7 @@ def _rest_of_line(text: str, start: int) -> str:
 
 def find_answer_line(text: str) -> ExtractedAnswer | None:
     """The text after the last ``Answer:`` (any case, optionally bold ``**Answer:**``) on its line."""
-    last = None
-    for last in ANSWER_LINE_RE.finditer(text):
-        pass
+    last = _last_match(ANSWER_LINE_RE, text)
     if last is None:
         return None
     return ExtractedAnswer(_rest_of_line(text, last.end()), "answer_line", last.start())
@@ -138,9 +139,7 @@ def find_answer_line(text: str) -> ExtractedAnswer | None:
 
 def find_hash_line(text: str) -> ExtractedAnswer | None:
     """The text after the last GSM8K-style ``####`` marker on its line."""
-    last = None
-    for last in HASH_LINE_RE.finditer(text):
-        pass
+    last = _last_match(HASH_LINE_RE, text)
     if last is None:
         return None
     return ExtractedAnswer(_rest_of_line(text, last.end()), "hash_line", last.start())
@@ -165,7 +164,7 @@ def clean_answer_text(answer: str) -> str:
             text = next(group for group in math_span.groups() if group is not None).strip()
     text = text.strip().strip("*_").strip()
     text = MINERVA_PREFIX_RE.sub("", text)
-    while text and text[-1] in ".;,!" and not text.endswith("\\" + text[-1]):
+    while text and text[-1] in ".;," and not text.endswith("\\" + text[-1]):  # keep "!" (factorials)
         text = text[:-1].rstrip()
     text = text.strip("$").strip()
     return text

@@ -32,7 +32,9 @@ _UNICODE_REPLACEMENTS = {
     "\u03c0": "\\pi",
     "\u00a0": " ",
 }
-_SIZE_COMMANDS_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])")
+_SIZE_COMMANDS_RE = re.compile(
+    r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])"
+)
 _SPACING_RE = re.compile(r"\\(?:[,:;! ]|quad(?![A-Za-z])|qquad(?![A-Za-z]))|~")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
 _PERCENT_RE = re.compile(r"\\?%")
@@ -47,9 +49,7 @@ _UNIT_WORDS = (
 )
 # A number (or a closing brace) followed by one or more whitespace-separated unit words, e.g. "5 cm^2".
 # Whitespace is required so that "2m" (two times m) keeps its variable.
-_TRAILING_UNITS_RE = re.compile(
-    rf"^(.*?[0-9}}])(?:\s+(?:{_UNIT_WORDS})\b\.?(?:\^\{{?[23]\}}?)?)+\s*$", re.IGNORECASE
-)
+_TRAILING_UNITS_RE = re.compile(rf"^(.*?[0-9}}])(?:\s+(?:{_UNIT_WORDS})\b\.?(?:\^\{{?[23]\}}?)?)+\s*$", re.IGNORECASE)
 _LEADING_ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*(?:=|\\in(?![A-Za-z]))\s*")
 _WHITESPACE_AFTER_COMMAND_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
@@ -103,9 +103,9 @@ def normalize_answer(answer: str) -> str:
     text = _TRAILING_UNITS_RE.sub(lambda m: m.group(1), text.strip())
     if text.count("=") <= 1:
         text = _LEADING_ASSIGNMENT_RE.sub("", text, count=1)
-    text = _collapse_whitespace(text)
-    if _THOUSANDS_RE.fullmatch(text):
+    if _THOUSANDS_RE.fullmatch(text.strip()):  # "1,000" but not "50, 645" (a list of two answers)
         text = text.replace(",", "")
+    text = _collapse_whitespace(text)
     text = _FRAC_SHORTHAND_RE.sub(lambda m: "\\frac" + _braced(m.group(1)) + _braced(m.group(2)), text)
     text = _SQRT_SHORTHAND_RE.sub(lambda m: "\\sqrt{" + m.group(1) + "}", text)
     text = text.rstrip(".")

@@ -13,7 +13,9 @@ How a response is scored (see docs/data.md for the full list of rules):
 2. The final answer is the last ``\\boxed{}`` or ``Answer:``/``####`` line, whichever comes last
    (:mod:`erpo_verl.rewards.answer_extraction`). No answer scores as wrong.
 3. Fast path: exact text match, then normalized text match, then exact numeric comparison of plain numbers
-   (:mod:`erpo_verl.rewards.answer_normalization`). This decides most responses in microseconds.
+   (:mod:`erpo_verl.rewards.answer_normalization`), then a conservative numeric evaluation of both answers
+   that settles only clear-cut pairs (:mod:`erpo_verl.rewards.numeric_screen`). This decides most responses
+   in microseconds.
 4. Otherwise math-verify decides symbolic equivalence in a worker subprocess with a hard deadline
    (:mod:`erpo_verl.rewards.symbolic`), which works from threads and Ray workers. Answers longer than
    ``max_answer_chars`` or shaped like power towers skip this step and count as not equal; so does a comparison
@@ -43,6 +45,7 @@ from erpo_verl.rewards.answer_normalization import (
     parse_number,
 )
 from erpo_verl.rewards.data_sources import is_routed_to_math_reward
+from erpo_verl.rewards.numeric_screen import screen
 from erpo_verl.rewards.symbolic import Verdict, shared_verifier
 
 logger = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class MathRewardConfig:
             raise ValueError("tail_chars must be >= 16 and max_answer_chars >= 1")
 
 
-_CONFIG_FIELDS = {f.name: f.type for f in fields(MathRewardConfig)}
+_CONFIG_FIELDS = frozenset(f.name for f in fields(MathRewardConfig))
 _config_cache: dict[tuple, MathRewardConfig] = {}
 
 
@@ -112,7 +115,8 @@ def config_from_kwargs(kwargs: dict) -> MathRewardConfig:
 
 # ---------------------------------------------------------------------------------------------- symbolic stage
 
-_POWER_TOWER_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^")
+# A numeric exponent that is itself raised to a power: 10^{10^{10}}, 2^2^2 (but not e^{x^2}).
+_POWER_TOWER_RE = re.compile(r"\^\s*\{?\s*[-+]?\d+\s*\^")
 _HUGE_EXPONENT_RE = re.compile(r"\^\s*\{?\s*[-+]?\d{5,}")
 _HUGE_FACTORIAL_RE = re.compile(r"\d{5,}\s*!")
 MAX_BRACE_DEPTH = 24
@@ -179,7 +183,7 @@ def symbolic_verdict(pred: str, truth: str, timeout_s: float) -> Verdict:
 
 # ------------------------------------------------------------------------------------------------- comparison
 
-# A normalized answer that is one plain word of 4+ letters ("odd", "monday" after lowercasing): no algebra can
+# A normalized answer that is one plain word of 4+ letters ("even", "monday" after lowercasing): no algebra can
 # make it equal to a different answer. Shorter letter runs may be products of variables ("ab" = "ba").
 _WORD_ANSWER_RE = re.compile(r"^[a-z]{4,}$")
 
@@ -204,6 +208,9 @@ def answers_match(pred: str, truth: str, config: MathRewardConfig) -> bool:
     # Plain words were already compared case-insensitively by the normalized match.
     if _WORD_ANSWER_RE.match(pred_norm) or _WORD_ANSWER_RE.match(truth_norm):
         return False
+    settled = screen(pred_norm, truth_norm)
+    if settled is not None:
+        return settled
     if not config.symbolic:
         return False
     if too_complex_for_symbolic(pred_norm, config.max_answer_chars) or too_complex_for_symbolic(

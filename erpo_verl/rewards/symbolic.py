@@ -43,6 +43,15 @@ SOFT_DEADLINE_FRACTION = 0.8
 UNAVAILABLE_RETRY_S = 30.0
 
 
+def _site_directories() -> set[str]:
+    import site
+
+    directories = set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
+    if getattr(site, "ENABLE_USER_SITE", False):
+        directories.add(site.getusersitepackages())
+    return {str(Path(d).resolve()) for d in directories}
+
+
 class Verdict(enum.Enum):
     EQUAL = "equal"
     NOT_EQUAL = "not_equal"
@@ -64,9 +73,11 @@ class _Worker:
 
     def __init__(self, memory_limit_mb: int):
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        if _PACKAGE_ROOT not in _site_directories():  # a source checkout that is not pip-installed
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         env["ERPO_SYMBOLIC_MEMORY_MB"] = str(memory_limit_mb)
-        env.setdefault("PYTHONHASHSEED", "0")
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[variable] = "1"  # sympy work is single-threaded; don't start a BLAS pool per worker
         self.process = subprocess.Popen(
             [sys.executable, "-m", "erpo_verl.rewards._symbolic_worker"],
             stdin=subprocess.PIPE,
@@ -102,7 +113,12 @@ class _Worker:
 
     def compare(self, pred: str, gold: str, timeout_s: float) -> Verdict:
         self._next_id += 1
-        request = {"id": self._next_id, "pred": pred, "gold": gold, "soft_timeout_s": timeout_s * SOFT_DEADLINE_FRACTION}
+        request = {
+            "id": self._next_id,
+            "pred": pred,
+            "gold": gold,
+            "soft_timeout_s": timeout_s * SOFT_DEADLINE_FRACTION,
+        }
         deadline = time.monotonic() + timeout_s
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode("ascii"))
@@ -154,7 +170,10 @@ class SymbolicVerifier:
         self.stats = {"calls": 0, "timeouts": 0, "restarts": 0, "errors": 0}
 
     def _start_worker(self) -> _Worker:
-        worker = _Worker(self.memory_limit_mb)
+        try:
+            worker = _Worker(self.memory_limit_mb)
+        except OSError as exc:  # no python executable, no processes left, ...
+            raise _WorkerGone(f"cannot start a symbolic worker: {exc!r}") from exc
         try:
             worker.wait_ready(time.monotonic() + self.startup_timeout_s)
         except (_DeadlinePassed, _WorkerGone, ValueError) as exc:

@@ -114,17 +114,19 @@ def toy_rows(num: int, split: str, seed: int) -> list[dict]:
 
 
 def build_dataset(out_dir: str | Path, num_train: int = 256, num_val: int = 32, seed: int = 0) -> dict[str, Path]:
-    """Write ``train.parquet`` and ``val.parquet`` of the toy task to ``out_dir``."""
-    import pandas as pd
+    """Write ``train.parquet`` and ``val.parquet`` of the toy task to ``out_dir``.
+
+    Written with the data-prep writer (schema validation, atomic write, read-back check); the prompts are
+    the toy's own (lowercase, no answer-format instruction), since the tiny tokenizer only knows a-z, 0-9.
+    """
+    from data_prep.io import write_verl_parquet
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, num in (("train", num_train), ("val", num_val)):
-        path = out / f"{split}.parquet"
-        pd.DataFrame(toy_rows(num, split, seed)).to_parquet(path)
-        paths[split] = path
-    return paths
+    return {
+        split: write_verl_parquet(toy_rows(num, split, seed), out / f"{split}.parquet", overwrite=True)
+        for split, num in (("train", num_train), ("val", num_val))
+    }
 
 
 def build_all(root: str | Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
