@@ -114,7 +114,7 @@ class EntropyProgressConfig:
         values = dict(defaults)
         norm_by_std = True
         if config is not None:
-            norm_by_std = bool(config_get(config, "norm_adv_by_std_in_grpo", True))
+            norm_by_std = norm_adv_by_std(config)
             section_cfg = config_get(config, section, None)
             if section_cfg is not None:
                 section_cfg = _to_plain_dict(section_cfg, section)
@@ -127,6 +127,16 @@ class EntropyProgressConfig:
                     values[key] = value
         values = {k: _coerce(k, v) for k, v in values.items()}
         return cls(**values, norm_adv_by_std_in_grpo=norm_by_std)
+
+
+def norm_adv_by_std(config: Any) -> bool:
+    """verl's ``algorithm.norm_adv_by_std_in_grpo`` (default true); a non-boolean value is an error."""
+    value = True if config is None else config_get(config, "norm_adv_by_std_in_grpo", True)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"algorithm.norm_adv_by_std_in_grpo must be true or false, got {value!r}")
+    return value
 
 
 def config_get(config: Any, key: str, default: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from erpo_verl.estimators.config import check_ratio, config_get
+from erpo_verl.estimators.config import check_ratio, config_get, norm_adv_by_std
 from erpo_verl.estimators.outcome import outcome_advantage
 from erpo_verl.estimators.validation import check_inputs
 
@@ -63,7 +63,7 @@ def outcome_config(config: Any, section: str, default_ratio: float | None) -> Ou
             if key != "top_entropy_ratio":
                 raise ValueError(f"unknown key algorithm.{section}.{key}; valid keys are: top_entropy_ratio")
         ratio = section_cfg.get("top_entropy_ratio", default_ratio)
-    norm = bool(config_get(config, "norm_adv_by_std_in_grpo", True)) if config is not None else True
+    norm = norm_adv_by_std(config)
     return OutcomeOptions(check_ratio(ratio, f"algorithm.{section}.top_entropy_ratio"), norm)
 
 
