@@ -51,6 +51,14 @@ class ERPOTrainerSync(PPOTrainerSync):
         self.aer = aer_options(config) if aer_enabled(config) else None
         self.aer_state = AERState(alpha=self.aer.aer_alpha_init) if self.aer else None
 
+    def _build_replay_buffer(self):
+        # verl 0.9.1 compares self.trainer_mode with "sync" in several places (replay buffer class, dataloader
+        # gen_batch_size, TransferQueue checkpointing); this *is* the sync trainer under another registry name,
+        # so it must take exactly the sync code paths, or ERPO and GRPO runs would not be comparable.
+        self.trainer_mode = "sync"
+        self.parameter_sync_step = self.config.trainer.v1.get("sync", {}).get("parameter_sync_step", 1)
+        return super()._build_replay_buffer()
+
     # -- AER: the actor loss with the entropy term, and the controller state in checkpoints -------------------
     def on_init_end(self):
         super().on_init_end()

@@ -89,6 +89,8 @@ def test_entropy_aware_estimators_run_with_the_reference_policy_and_log_erpo_met
         assert record["actor/kl_coef"] == 0.0  # ... with no KL term in the loss
     # at step 2 the policy has moved away from the reference: the implicit progress term is active
     assert run.metrics[-1]["erpo/progress_abs_mean"] > 0
+    # erpo_sync takes verl's *sync* code paths (not the async replay buffer / gen_batch_size=1), like grpo
+    assert "gen_batch_size defaulted to 1" not in run.log_path.read_text()
 
 
 AER = [

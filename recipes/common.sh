@@ -1,0 +1,413 @@
+# shellcheck shell=bash
+# recipes/common.sh — the part the four reproduction recipes share. Sourced by run_*_qwen7b.sh; never run alone.
+#
+# The recipes are one controlled experiment: run_erpo_qwen7b.sh, run_ep_grpo_qwen7b.sh, run_grpo_qwen7b.sh and
+# run_dapo_qwen7b.sh source this file and differ ONLY in their ALGO=(...) block (tests/test_recipes.py checks
+# the composed configs). Every variable below can be overridden from the environment, e.g.
+#     MODEL_NAME=Qwen2.5-Math-7B TRAIN_SET=dapo17k bash recipes/run_erpo_qwen7b.sh trainer.total_training_steps=300
+# and every extra argument is passed through to verl as a Hydra override.
+#
+# Modes (environment):
+#   DRY_RUN=1          compose + validate the full config with verl 0.9.1 and the plugin, print it, exit
+#                      (no GPU, data or model is touched): python -m erpo_verl.recipe_check
+#   PROFILE=cpu-tiny   run the very same recipe for 2 steps on CPU: tiny model + toy task + toy reward
+#                      (the model/data/hardware blocks are replaced by the CPU profile; ALGO is kept)
+#   (default)          check verl/plugin, model, data and GPUs, then python3 -m verl.trainer.main_ppo
+#   PYTHON=...         the interpreter of the environment with verl 0.9.1 and erpo-verl (default python3)
+#
+# Where each default comes from: docs/reproduction.md ("Settings and their sources").
+
+if [[ -z "${ALGO_NAME:-}" ]]; then
+    echo "recipes/common.sh: set ALGO_NAME and source this file from a run_*_qwen7b.sh recipe" >&2
+    return 2 2>/dev/null || exit 2
+fi
+
+RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${RECIPES_DIR}/.." && pwd)"
+
+# ---------------------------------------------------------------------------------------------------- modes
+DRY_RUN=${DRY_RUN:-0}
+PROFILE=${PROFILE:-gpu}                  # gpu | cpu-tiny
+PYTHON=${PYTHON:-python3}
+SKIP_ENV_CHECK=${SKIP_ENV_CHECK:-0}      # 1: skip the model/data/GPU checks of normal mode (not recommended)
+case "${PROFILE}" in
+    gpu | cpu-tiny) ;;
+    *) echo "ERROR: PROFILE=${PROFILE} is not a profile; use PROFILE=gpu (default) or PROFILE=cpu-tiny" >&2; exit 2 ;;
+esac
+
+# ---------------------------------------------------------------------------------------------------- model
+# MODEL_NAME=Qwen2.5-Math-7B switches to the math base model (4k positions; the recipe raises them to 32k as
+# verl's DAPO 7B recipe does). MODEL=... is accepted as an alias of MODEL_NAME.
+MODEL_NAME=${MODEL_NAME:-${MODEL:-Qwen2.5-7B}}
+MODELS_DIR=${MODELS_DIR:-${HOME}/models}
+MODEL_PATH=${MODEL_PATH:-${MODELS_DIR}/${MODEL_NAME}}
+
+# ---------------------------------------------------------------------------------------------------- data
+# Files written by data_prep (python -m data_prep <dataset> --out DIR writes DIR/<split>.parquet):
+#   python -m data_prep math    --out "$DATA_DIR/math"                 # train (7,500) + test
+#   python -m data_prep dapo17k --out "$DATA_DIR/dapo17k"              # only for TRAIN_SET=dapo17k
+#   python -m data_prep math500 --out "$DATA_DIR/math500"              # avg@1
+#   python -m data_prep aime24  --out "$DATA_DIR/aime24" --repeat 16   # avg@16: each problem 16 times
+#   python -m data_prep aime25  --out "$DATA_DIR/aime25" --repeat 16
+#   python -m data_prep amc23   --out "$DATA_DIR/amc23"  --repeat 16
+DATA_DIR=${DATA_DIR:-${HOME}/data/erpo}
+TRAIN_SET=${TRAIN_SET:-math}             # math | dapo17k
+VAL_REPEAT=${VAL_REPEAT:-16}             # the --repeat used for AIME/AMC (documentation + metric naming only)
+# comma-separated lists of parquet files ("[a,b]" is accepted too)
+TRAIN_FILES=${TRAIN_FILES:-${TRAIN_FILE:-${DATA_DIR}/${TRAIN_SET}/train.parquet}}
+VAL_FILES=${VAL_FILES:-${DATA_DIR}/math500/test.parquet,${DATA_DIR}/aime24/test.parquet,${DATA_DIR}/aime25/test.parquet,${DATA_DIR}/amc23/test.parquet}
+
+# ---------------------------------------------------------------------------------------------------- hardware
+NNODES=${NNODES:-1}
+N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
+GEN_TP=${GEN_TP:-2}                      # vLLM tensor parallel size per rollout replica
+GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.6}        # vLLM's share of each GPU during rollout (its cache is freed for training)
+SP_SIZE=${SP_SIZE:-1}                    # Ulysses sequence parallel size of actor and reference
+OFFLOAD=${OFFLOAD:-False}                # FSDP parameter/optimizer offload of the actor (True if OOM)
+
+# ---------------------------------------------------------------------------------------------------- batch, lengths, optimiser
+TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-256}        # prompts per step
+PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-32}   # prompts per optimiser step (8 updates per step)
+N_RESP=${N_RESP:-8}                              # rollout.n, responses per prompt (the group size G)
+MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-2048}
+MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-8192}
+ACTOR_MAX_TOKENS=${ACTOR_MAX_TOKENS:-$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 2))}  # dynamic bsz, per GPU
+INFER_MAX_TOKENS=${INFER_MAX_TOKENS:-$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 3))}  # log-prob passes
+LR=${LR:-1e-6}
+LR_WARMUP_STEPS=${LR_WARMUP_STEPS:-10}
+WEIGHT_DECAY=${WEIGHT_DECAY:-0.1}
+TEMPERATURE=${TEMPERATURE:-1.0}
+TOP_P=${TOP_P:-1.0}
+SEED=${SEED:-42}
+
+# ---------------------------------------------------------------------------------------------------- algorithm knobs used by the ALGO blocks
+OVERLONG_BUFFER_LEN=${OVERLONG_BUFFER_LEN:-4096}      # DAPO soft overlong punishment window (last 4k tokens)
+OVERLONG_PENALTY_FACTOR=${OVERLONG_PENALTY_FACTOR:-0.5}  # 0.5 with {0,1} rewards == DAPO's 1.0 with {-1,+1}
+FILTER_GROUPS_METRIC=${FILTER_GROUPS_METRIC:-acc}     # DAPO dynamic sampling drops groups whose acc is all equal
+MAX_INFLIGHT_GEN_BATCHES=${MAX_INFLIGHT_GEN_BATCHES:-3}  # DAPO: up to 3 x TRAIN_BATCH_SIZE prompts in flight
+
+# ---------------------------------------------------------------------------------------------------- validation
+# avg@16 on AIME24/AIME25/AMC23 comes from the data (16 copies of each problem, data_prep --repeat 16), so
+# verl samples each row once: val_kwargs.n=1. MATH-500 (one copy) is avg@1 under the same sampling settings.
+VAL_TEMPERATURE=${VAL_TEMPERATURE:-0.6}
+VAL_TOP_P=${VAL_TOP_P:-1.0}
+VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-True}
+TEST_FREQ=${TEST_FREQ:-10}
+VAL_BEFORE_TRAIN=${VAL_BEFORE_TRAIN:-True}
+
+# ---------------------------------------------------------------------------------------------------- run length, naming, logging
+TOTAL_STEPS=${TOTAL_STEPS:-200}
+TOTAL_EPOCHS=${TOTAL_EPOCHS:-100}        # an upper bound; TOTAL_STEPS ends the run
+SAVE_FREQ=${SAVE_FREQ:-20}
+MAX_CKPT_TO_KEEP=${MAX_CKPT_TO_KEEP:-2}
+PROJECT_NAME=${PROJECT_NAME:-erpo-verl-repro}
+LOGGERS=${LOGGERS:-[console,file]}      # '[console,wandb]' for Weights & Biases
+
+# ---------------------------------------------------------------------------------------------------- CPU profile
+if [[ "${PROFILE}" == cpu-tiny ]]; then
+    ASSETS_DIR=${ASSETS_DIR:-${REPO_ROOT}/outputs/assets}
+    # the layout written by python -m erpo_verl.toy.assets --out ASSETS_DIR
+    MODEL_PATH="${ASSETS_DIR}/tiny_qwen2"
+    TRAIN_FILES="${ASSETS_DIR}/data/train.parquet"
+    VAL_FILES="${ASSETS_DIR}/data/val.parquet"
+    MODEL_NAME=tiny
+    TRAIN_SET=toy
+    TOTAL_STEPS=${CPU_STEPS:-2}
+    # The toy score is continuous but its acc is exact match, which no response of the untrained tiny model
+    # reaches: with metric=acc every group would look zero-variance and dynamic sampling would evict forever.
+    FILTER_GROUPS_METRIC=score
+    N_GPUS_PER_NODE=1
+    NNODES=1
+fi
+
+# EXPERIMENT_SUFFIX is how ablate_erpo.sh names its runs (<algo>-<model>-<train set>-ablate-<name>)
+EXPERIMENT_NAME=${EXPERIMENT_NAME:-${ALGO_NAME}-${MODEL_NAME}-${TRAIN_SET}${EXPERIMENT_SUFFIX:-}}
+OUTPUT_ROOT=${OUTPUT_ROOT:-${REPO_ROOT}/outputs/recipes}
+OUTPUT_DIR=${OUTPUT_DIR:-${OUTPUT_ROOT}/${EXPERIMENT_NAME}}
+CKPT_DIR=${CKPT_DIR:-${OUTPUT_DIR}/checkpoints}
+VALIDATION_DATA_DIR=${VALIDATION_DATA_DIR:-${OUTPUT_DIR}/validation}  # every validation generation (erpo-eval)
+
+# ---------------------------------------------------------------------------------------------------- helpers
+# "a,b" or "[a,b]" -> one item per line (surrounding spaces and quotes removed)
+list_items() {
+    local raw="${1#[}" item
+    raw="${raw%]}"
+    local parts=()
+    IFS=, read -r -a parts <<< "${raw}"
+    for item in "${parts[@]}"; do
+        item="${item#"${item%%[![:space:]]*}"}"
+        item="${item%"${item##*[![:space:]]}"}"
+        item="${item#\'}"; item="${item%\'}"; item="${item#\"}"; item="${item%\"}"
+        [[ -n "${item}" ]] && echo "${item}"
+    done
+    return 0
+}
+
+# "a,b" or "[a,b]" -> ['a','b'] (a Hydra list of quoted strings)
+hydra_list() {
+    local item out=()
+    while IFS= read -r item; do
+        out+=("'${item}'")
+    done < <(list_items "$1")
+    local IFS=,
+    echo "[${out[*]}]"
+}
+
+# ---------------------------------------------------------------------------------------------------- blocks
+DATA=(
+    "data.train_files=$(hydra_list "${TRAIN_FILES}")"
+    "data.val_files=$(hydra_list "${VAL_FILES}")"
+    data.prompt_key=prompt
+    data.train_batch_size="${TRAIN_BATCH_SIZE}"
+    data.max_prompt_length="${MAX_PROMPT_LENGTH}"
+    data.max_response_length="${MAX_RESPONSE_LENGTH}"
+    data.filter_overlong_prompts=True
+    data.truncation=error
+    data.shuffle=True
+    data.seed="${SEED}"
+)
+
+MODEL=(
+    "actor_rollout_ref.model.path=${MODEL_PATH}"
+    actor_rollout_ref.model.use_remove_padding=True
+    actor_rollout_ref.model.enable_gradient_checkpointing=True
+)
+if [[ "${MODEL_NAME}" == *Math* ]]; then
+    # Qwen2.5-Math-7B ships 4,096 positions; prompt + response here is up to 10,240 tokens.
+    MODEL+=(+actor_rollout_ref.model.override_config.max_position_embeddings=32768)
+fi
+
+ACTOR=(
+    actor_rollout_ref.actor.strategy=fsdp2
+    actor_rollout_ref.actor.optim.lr="${LR}"
+    actor_rollout_ref.actor.optim.lr_warmup_steps="${LR_WARMUP_STEPS}"
+    actor_rollout_ref.actor.optim.weight_decay="${WEIGHT_DECAY}"
+    actor_rollout_ref.actor.optim.clip_grad=1.0
+    actor_rollout_ref.actor.ppo_mini_batch_size="${PPO_MINI_BATCH_SIZE}"
+    actor_rollout_ref.actor.ppo_epochs=1
+    actor_rollout_ref.actor.use_dynamic_bsz=True
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu="${ACTOR_MAX_TOKENS}"
+    actor_rollout_ref.actor.ulysses_sequence_parallel_size="${SP_SIZE}"
+    actor_rollout_ref.actor.entropy_coeff=0
+    actor_rollout_ref.actor.fsdp_config.param_offload="${OFFLOAD}"
+    actor_rollout_ref.actor.fsdp_config.optimizer_offload="${OFFLOAD}"
+    actor_rollout_ref.actor.data_loader_seed="${SEED}"
+)
+
+ROLLOUT=(
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.mode=async
+    actor_rollout_ref.rollout.n="${N_RESP}"
+    actor_rollout_ref.rollout.temperature="${TEMPERATURE}"
+    actor_rollout_ref.rollout.top_p="${TOP_P}"
+    actor_rollout_ref.rollout.top_k=-1
+    actor_rollout_ref.rollout.tensor_model_parallel_size="${GEN_TP}"
+    actor_rollout_ref.rollout.gpu_memory_utilization="${GPU_MEM_UTIL}"
+    actor_rollout_ref.rollout.max_num_batched_tokens="$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))"
+    actor_rollout_ref.rollout.enable_chunked_prefill=True
+    actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True
+    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="${INFER_MAX_TOKENS}"
+    actor_rollout_ref.rollout.seed="${SEED}"
+    actor_rollout_ref.rollout.val_kwargs.do_sample="${VAL_DO_SAMPLE}"
+    actor_rollout_ref.rollout.val_kwargs.temperature="${VAL_TEMPERATURE}"
+    actor_rollout_ref.rollout.val_kwargs.top_p="${VAL_TOP_P}"
+    actor_rollout_ref.rollout.val_kwargs.top_k=-1
+    actor_rollout_ref.rollout.val_kwargs.n=1
+)
+
+# The reference policy is configured identically in all four recipes; it only runs when an ALGO block asks for
+# it (ERPO / EP-GRPO: use_kl_loss=True with kl_loss_coef=0).
+REF=(
+    actor_rollout_ref.ref.strategy=fsdp2
+    actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True
+    actor_rollout_ref.ref.log_prob_max_token_len_per_gpu="${INFER_MAX_TOKENS}"
+    actor_rollout_ref.ref.ulysses_sequence_parallel_size="${SP_SIZE}"
+    actor_rollout_ref.ref.fsdp_config.param_offload=True
+)
+
+# One reward function for all four recipes: the project's math reward ({0,1} scores, acc, pred).
+REWARD=(
+    reward.custom_reward_function.path=pkg://erpo_verl.rewards.math
+    reward.custom_reward_function.name=compute_score
+    +reward.custom_reward_function.reward_kwargs.score_format=binary
+    reward.num_workers=8
+)
+
+TRAINER=(
+    trainer.use_v1=True
+    critic.enable=False                  # no value model in any of the four algorithms
+    trainer.nnodes="${NNODES}"
+    trainer.n_gpus_per_node="${N_GPUS_PER_NODE}"
+    "trainer.project_name=${PROJECT_NAME}"
+    "trainer.experiment_name=${EXPERIMENT_NAME}"
+    "trainer.logger=${LOGGERS}"
+    trainer.val_before_train="${VAL_BEFORE_TRAIN}"
+    trainer.test_freq="${TEST_FREQ}"
+    trainer.save_freq="${SAVE_FREQ}"
+    trainer.max_actor_ckpt_to_keep="${MAX_CKPT_TO_KEEP}"
+    trainer.total_epochs="${TOTAL_EPOCHS}"
+    trainer.total_training_steps="${TOTAL_STEPS}"
+    "trainer.default_local_dir=${CKPT_DIR}"
+    "trainer.validation_data_dir=${VALIDATION_DATA_DIR}"
+    trainer.resume_mode=auto
+    trainer.log_val_generations=10
+)
+
+# ---------------------------------------------------------------------------------------------------- environment checks
+# Everything a run needs that a dry run does not: fail in seconds, with all problems at once.
+# Prints one line per problem of the Python environment, then "CUDA_DEVICES <n>" (torch.cuda's count).
+# Importing the plugin's entry-point module here surfaces its errors: verl itself swallows them silently.
+check_python_env() {
+    "${PYTHON}" - <<'PY' 2>/dev/null || echo "cannot run ${PYTHON}: set PYTHON to the interpreter of the environment where erpo-verl is installed"
+import importlib
+import importlib.metadata as md
+import traceback
+
+problems = []
+try:
+    version = md.version("verl")
+except md.PackageNotFoundError:
+    version = None
+if version != "0.9.1":
+    problems.append(f'verl {version or "is not installed"} (need 0.9.1, see REQUIRED_VERL.txt): pip install "verl[verl-core]==0.9.1"')
+entry = [ep for ep in md.entry_points(group="verl.plugins") if ep.name == "erpo_verl"]
+if not entry:
+    problems.append("the erpo-verl plugin is not installed in this Python (pip install -e . in the checkout)")
+else:
+    try:
+        importlib.import_module(entry[0].value)
+    except Exception as exc:  # verl would swallow this and the run would fail later, far from the cause
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        problems.append(f"the erpo-verl plugin module {entry[0].value} fails to import: {last}")
+for p in problems:
+    print(p)
+try:
+    import torch
+    print("CUDA_DEVICES", torch.cuda.device_count() if torch.cuda.is_available() else 0)
+except Exception:
+    print("CUDA_DEVICES 0")
+PY
+}
+
+check_environment() {
+    local errors=() line path torch_count=0
+    while IFS= read -r line; do
+        if [[ "${line}" == "CUDA_DEVICES "* ]]; then
+            torch_count=${line#CUDA_DEVICES }
+        elif [[ -n "${line}" ]]; then
+            errors+=("${line}")
+        fi
+    done < <(check_python_env)
+
+    if [[ "${MODEL_PATH}" != hdfs://* ]]; then
+        if [[ ! -d "${MODEL_PATH}" ]]; then
+            errors+=("model path ${MODEL_PATH} does not exist. Download the model, e.g. huggingface-cli download Qwen/${MODEL_NAME} --local-dir ${MODEL_PATH}, or set MODEL_PATH=...")
+        elif [[ ! -f "${MODEL_PATH}/config.json" ]]; then
+            errors+=("model path ${MODEL_PATH} has no config.json: it is not a Hugging Face model folder")
+        fi
+    fi
+
+    local missing_data=0
+    while IFS= read -r path; do
+        if [[ "${path}" != hdfs://* && ! -f "${path}" ]]; then
+            errors+=("data file ${path} does not exist")
+            missing_data=1
+        fi
+    done < <(list_items "${TRAIN_FILES}"; list_items "${VAL_FILES}")
+    if [[ ${missing_data} == 1 && "${PROFILE}" != cpu-tiny ]]; then
+        errors+=("prepare the data with data_prep (see docs/reproduction.md): python -m data_prep ${TRAIN_SET} --out ${DATA_DIR}/${TRAIN_SET}; python -m data_prep math500 --out ${DATA_DIR}/math500; python -m data_prep aime24 --out ${DATA_DIR}/aime24 --repeat ${VAL_REPEAT} (same for aime25, amc23), or set DATA_DIR / TRAIN_FILES / VAL_FILES")
+    fi
+
+    if [[ "${PROFILE}" != cpu-tiny && "${SKIP_GPU_CHECK:-0}" != 1 ]]; then
+        local smi=none
+        if command -v nvidia-smi >/dev/null 2>&1; then
+            smi=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+        fi
+        if (( torch_count < N_GPUS_PER_NODE )); then
+            local seen="torch.cuda sees ${torch_count}"
+            [[ "${smi}" == none ]] && seen+=", nvidia-smi not found" || seen+=", nvidia-smi lists ${smi}"
+            errors+=("GPUs: this recipe needs N_GPUS_PER_NODE=${N_GPUS_PER_NODE} GPUs on this node but ${seen}. On a CPU machine use PROFILE=cpu-tiny (2-step CPU run) or DRY_RUN=1 (validate the config only); on fewer GPUs set N_GPUS_PER_NODE (see docs/reproduction.md)")
+        fi
+    fi
+
+    if (( ${#errors[@]} > 0 )); then
+        echo "ERROR: ${ALGO_NAME} recipe cannot start (PROFILE=${PROFILE}):" >&2
+        local e
+        for e in "${errors[@]}"; do
+            echo "  - ${e}" >&2
+        done
+        exit 2
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------- CPU profile
+# Fills CPU_PROFILE=(...) from python -m erpo_verl.cpu.profile and exports its environment.
+prepare_cpu_profile() {
+    local line
+    if [[ "${DRY_RUN}" != 1 ]]; then
+        "${PYTHON}" -m erpo_verl.toy.assets --out "${ASSETS_DIR}" >&2
+    fi
+    CPU_PROFILE=()
+    while IFS= read -r line; do
+        [[ -n "${line}" ]] && CPU_PROFILE+=("${line}")
+    done < <("${PYTHON}" -m erpo_verl.cpu.profile --model "${MODEL_PATH}" --train "${TRAIN_FILES}" \
+        --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}")
+    if (( ${#CPU_PROFILE[@]} == 0 )); then
+        echo "ERROR: python -m erpo_verl.cpu.profile printed nothing (is erpo-verl installed for ${PYTHON}?)" >&2
+        exit 2
+    fi
+    while IFS= read -r line; do
+        [[ -n "${line}" ]] && export "${line?}"
+    done < <("${PYTHON}" -m erpo_verl.cpu.profile --model x --train x --val x --env)
+}
+
+# The CPU profile's own value of a key (e.g. data.max_response_length), for ALGO blocks that depend on it.
+cpu_profile_value() {
+    local item
+    for item in "${CPU_PROFILE[@]}"; do
+        if [[ "${item}" == "$1="* ]]; then
+            echo "${item#*=}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [[ "${PROFILE}" == cpu-tiny ]]; then
+    prepare_cpu_profile
+    MAX_RESPONSE_LENGTH=$(cpu_profile_value data.max_response_length)
+    OVERLONG_BUFFER_LEN=$((MAX_RESPONSE_LENGTH / 4))
+fi
+
+# ---------------------------------------------------------------------------------------------------- launcher
+# Called by each recipe after it has defined ALGO=(...): run_recipe "$@"
+run_recipe() {
+    if ! declare -p ALGO >/dev/null 2>&1; then
+        echo "ERROR: the recipe did not define its ALGO=(...) block" >&2
+        exit 2
+    fi
+    # Hydra's own run folder (main_ppo.log, .hydra/) goes under OUTPUT_DIR instead of ./outputs/<date>/<time>
+    local hydra_dir="hydra.run.dir=${OUTPUT_DIR}/hydra/"'${now:%Y-%m-%d_%H-%M-%S}'
+    if [[ "${PROFILE}" == cpu-tiny ]]; then
+        # the CPU profile replaces data, model, hardware, reward (toy) and trainer blocks; ALGO is kept
+        ALL=("${CPU_PROFILE[@]}" "trainer.project_name=${PROJECT_NAME}" "trainer.experiment_name=${EXPERIMENT_NAME}"
+            "${hydra_dir}" "${ALGO[@]}")
+    else
+        ALL=("${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" "${ROLLOUT[@]}" "${REF[@]}" "${REWARD[@]}" "${TRAINER[@]}"
+            "${hydra_dir}" "${ALGO[@]}")
+    fi
+
+    if [[ "${DRY_RUN}" == 1 ]]; then
+        echo "DRY_RUN=1: composing and validating ${EXPERIMENT_NAME} (PROFILE=${PROFILE}) against verl 0.9.1; nothing runs" >&2
+        "${PYTHON}" -m erpo_verl.recipe_check "${ALL[@]}" "$@"
+        return
+    fi
+
+    [[ "${SKIP_ENV_CHECK}" == 1 ]] || check_environment
+    mkdir -p "${OUTPUT_DIR}"
+    export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-${OUTPUT_DIR}/metrics.jsonl}
+    export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
+    echo "${ALGO_NAME}: ${EXPERIMENT_NAME} (PROFILE=${PROFILE}); metrics -> ${VERL_FILE_LOGGER_PATH}" >&2
+    echo "+ ${PYTHON} -m verl.trainer.main_ppo ${ALL[*]} $*" >&2
+    "${PYTHON}" -m verl.trainer.main_ppo "${ALL[@]}" "$@"
+}
