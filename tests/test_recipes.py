@@ -479,3 +479,72 @@ def test_cpu_profile_runs_the_grpo_recipe_for_two_steps(tmp_path, toy_assets):
     for record in records:
         assert not any(k.startswith("erpo/") for k in record)
         assert "timing_s/ref" not in record  # GRPO runs without the reference policy
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DRY_RUN=1: the entropy-method recipes (AER, 80/20 forking tokens, Clip-Cov, KL-Cov) on the same 7B setup
+# ------------------------------------------------------------------------------------------------------------
+ENTROPY_METHOD_RECIPES = {
+    # recipe: (baseline recipe it extends, expected values, extra keys it may set besides ALGORITHM_KEYS)
+    "aer": (
+        "grpo",
+        {
+            "algorithm.adv_estimator": "grpo",
+            "trainer.v1.trainer_mode": "erpo_sync",
+            "actor_rollout_ref.actor.policy_loss.loss_mode": "aer",
+            "actor_rollout_ref.actor.policy_loss._target_": "erpo_verl.aer.AERPolicyLossConfig",
+            "actor_rollout_ref.actor.policy_loss.aer_target_ratio": 0.4,
+            "actor_rollout_ref.actor.calculate_entropy": True,
+        },
+        {"actor_rollout_ref.actor.policy_loss._target_", "actor_rollout_ref.actor.calculate_entropy"},
+    ),
+    "forking": (
+        "dapo",
+        {
+            "algorithm.adv_estimator": "dapo",
+            "algorithm.dapo.top_entropy_ratio": 0.2,
+            "trainer.v1.trainer_mode": "erpo_sync",
+            "actor_rollout_ref.actor.clip_ratio_high": 0.28,
+            "algorithm.filter_groups.enable": True,
+        },
+        set(),
+    ),
+    "clip_cov": (
+        "grpo",
+        {
+            "actor_rollout_ref.actor.policy_loss.loss_mode": "clip_cov",
+            "actor_rollout_ref.actor.policy_loss.clip_cov_ratio": 0.0002,
+            "actor_rollout_ref.actor.policy_loss.clip_cov_ub": 5.0,
+            "trainer.v1.trainer_mode": "sync",
+        },
+        set(),
+    ),
+    "kl_cov": (
+        "grpo",
+        {
+            "actor_rollout_ref.actor.policy_loss.loss_mode": "kl_cov",
+            "actor_rollout_ref.actor.policy_loss.kl_cov_ratio": 0.002,
+            "actor_rollout_ref.actor.policy_loss.ppo_kl_coef": 1.0,
+        },
+        set(),
+    ),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(ENTROPY_METHOD_RECIPES))
+def test_entropy_method_recipes_compose_and_change_only_their_method_keys(tmp_path, dry_runs, recipe):
+    baseline, expected, extra_keys = ENTROPY_METHOD_RECIPES[recipe]
+    result = run_script(f"run_{recipe}_qwen7b.sh", recipe_env(tmp_path, DRY_RUN="1"))
+    assert result.returncode == 0, _fail_message(result)
+    assert "recipe_check: OK" in result.stderr
+    config = yaml.safe_load(result.stdout)
+    for key, value in expected.items():
+        assert get(config, key) == value, key
+    base_result, base_config = dry_runs[baseline]
+    assert base_result.returncode == 0, _fail_message(base_result)
+    ours, theirs = flatten(config), flatten(base_config)
+    method_keys = {k for k in expected} | extra_keys
+    changed = {k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)}
+    assert changed <= ALGORITHM_KEYS | NAMING_KEYS | method_keys | {k for k in changed if ".aer_" in k}, sorted(
+        changed - ALGORITHM_KEYS - NAMING_KEYS - method_keys
+    )
