@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from erpo_verl.estimators.config import check_ratio, config_get, norm_adv_by_std
-from erpo_verl.estimators.outcome import outcome_advantage
-from erpo_verl.estimators.validation import check_inputs
+from erpo_verl.estimators.outcome import outcome_from_rewards, sequence_rewards
+from erpo_verl.estimators.segments import chunk_tokens
+from erpo_verl.estimators.validation import check_inputs, check_shapes, float_mask
 
 DEFAULT_RATIO = 0.2
 
@@ -31,13 +32,19 @@ DEFAULT_RATIO = 0.2
 def top_entropy_mask(entropy: torch.Tensor, response_mask: torch.Tensor, ratio: float) -> torch.Tensor:
     """Bool (bs, L): valid tokens whose entropy is among the top ``ratio`` fraction of the batch's valid tokens."""
     valid = response_mask.bool()
-    n = int(valid.sum().item())
-    if n == 0:
+    threshold = top_entropy_threshold(entropy[valid].float(), ratio)
+    if threshold is None:
         return valid
-    k = max(1, math.ceil(ratio * n))
-    values = entropy[valid].float()
-    threshold = torch.kthvalue(values, n - k + 1).values  # the k-th largest
     return valid & (entropy.float() >= threshold)
+
+
+def top_entropy_threshold(values: torch.Tensor, ratio: float) -> torch.Tensor | None:
+    """τ_ρ: the ⌈ρ N⌉-th largest of the N valid-token entropies ``values`` (1-D); None when N = 0."""
+    n = values.numel()
+    if n == 0:
+        return None
+    k = max(1, math.ceil(ratio * n))
+    return torch.kthvalue(values, n - k + 1).values  # the k-th largest
 
 
 @dataclass(frozen=True)
@@ -77,21 +84,71 @@ def masked_outcome_advantage(
     old_entropy: torch.Tensor | None,
     metrics: dict | None,
 ) -> torch.Tensor:
-    """GRPO's outcome advantage on the valid tokens, optionally restricted to the high-entropy tokens."""
+    """GRPO's outcome advantage on the valid tokens, optionally restricted to the high-entropy tokens.
+
+    One read of the rewards (row sums), then one pass over the mask (and entropy) in row chunks that writes the
+    output; NaN/inf are found from the row sums and only then reported by the full check (see
+    :func:`validation.check_shapes`).
+    """
     options = outcome_config(config, section, default_ratio)
     ratio = options.top_entropy_ratio
     if ratio is not None and old_entropy is None:
         from erpo_verl.estimators.entropy_progress import missing_input_message
 
         raise ValueError(missing_input_message("old_entropy", f"by the forking-token mask (algorithm.{section}.top_entropy_ratio)"))
-    mask = check_inputs(token_level_rewards, response_mask, index, old_entropy=old_entropy if ratio else None)
-    stats = outcome_advantage(token_level_rewards, index, options.norm_adv_by_std_in_grpo)
-    advantages = stats.advantage.unsqueeze(1) * mask
-    if ratio is not None:
-        keep = top_entropy_mask(torch.where(mask.bool(), old_entropy.float(), 0.0), mask, ratio)
-        advantages = advantages * keep
-        if metrics is not None:
-            metrics["forking_kept_frac"] = keep.sum().item() / max(1.0, mask.sum().item())
+    entropy = old_entropy if ratio else None
+    check_shapes(token_level_rewards, response_mask, index, old_entropy=entropy)
+
+    def full_check() -> None:
+        check_inputs(token_level_rewards, response_mask, index, old_entropy=entropy)
+
+    rewards = sequence_rewards(token_level_rewards)
+    if not bool(torch.isfinite(rewards).all()):
+        full_check()
+    try:
+        stats = outcome_from_rewards(rewards, index, options.norm_adv_by_std_in_grpo)
+    except ValueError:
+        full_check()
+        raise
+    bs, width = response_mask.shape
+    advantages = torch.empty(bs, width, dtype=torch.float32, device=response_mask.device)
+    adv_hat = stats.advantage.unsqueeze(1)
+    step = max(1, chunk_tokens(response_mask.device) // max(1, width))
+    if ratio is None:
+        for a in range(0, bs, step):
+            torch.mul(float_mask(response_mask[a : a + step]), adv_hat[a : a + step], out=advantages[a : a + step])
+        return advantages
+
+    sanitize = False
+
+    def masked_entropy(a: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal sanitize
+        mf = float_mask(response_mask[a : a + step])
+        x = old_entropy[a : a + step]
+        if not sanitize:
+            h = x * mf if x.dtype == torch.float32 else x.float().mul_(mf)
+            if bool(torch.isfinite(h.sum(dim=1)).all()):
+                return mf, h
+            full_check()  # raises for NaN/inf on a valid position; else they are masked garbage
+            sanitize = True
+        return mf, torch.where(mf.bool(), x.float(), 0.0)
+
+    values = []
+    for a in range(0, bs, step):
+        mf, h = masked_entropy(a)
+        values.append(h[mf.bool()])
+    threshold = top_entropy_threshold(torch.cat(values) if values else torch.zeros(0), ratio)
+    kept = torch.zeros((), dtype=torch.float64, device=response_mask.device)
+    valid = torch.zeros((), dtype=torch.float64, device=response_mask.device)
+    for a in range(0, bs, step):
+        mf, h = masked_entropy(a)
+        keep = mf if threshold is None else (h >= threshold).to(torch.float32).mul_(mf)
+        torch.mul(keep, adv_hat[a : a + step], out=advantages[a : a + step])
+        if threshold is not None:
+            kept += keep.sum()
+        valid += mf.sum()
+    if metrics is not None:
+        metrics["forking_kept_frac"] = kept.item() / max(1.0, valid.item())
     return advantages
 
 

@@ -42,7 +42,23 @@ def outcome_advantage(
     epsilon: float = GRPO_EPSILON,
 ) -> OutcomeStats:
     """Compute Â_i per response (see the module docstring) and the group bookkeeping."""
-    rewards = token_level_rewards.float().sum(dim=-1)
+    return outcome_from_rewards(sequence_rewards(token_level_rewards), index, norm_adv_by_std_in_grpo, epsilon)
+
+
+def sequence_rewards(token_level_rewards: torch.Tensor) -> torch.Tensor:
+    """R_i = the row sums of ``token_level_rewards``, in float32 (no float32 copy of a bfloat16 input)."""
+    if token_level_rewards.dtype == torch.float32:
+        return token_level_rewards.sum(dim=-1)
+    return token_level_rewards.sum(dim=-1, dtype=torch.float32)
+
+
+def outcome_from_rewards(
+    rewards: torch.Tensor,
+    index: Any,
+    norm_adv_by_std_in_grpo: bool = True,
+    epsilon: float = GRPO_EPSILON,
+) -> OutcomeStats:
+    """:func:`outcome_advantage` from the sequence rewards R_i (bs,) float32."""
     bs = rewards.shape[0]
     gid, num_groups = group_ids(index, bs, rewards.device)
 

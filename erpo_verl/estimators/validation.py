@@ -50,3 +50,53 @@ def _check_finite(name: str, tensor: torch.Tensor, valid: torch.Tensor | None) -
     if count:
         where = "valid positions" if valid is not None else "positions"
         raise ValueError(f"{name} has {count} NaN or infinite values on {where}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the estimators' fast path: shapes up front, finiteness from reductions they compute anyway
+# ---------------------------------------------------------------------------------------------------------
+def check_shapes(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: Any,
+    **per_token: torch.Tensor | None,
+) -> None:
+    """The shape and length checks of :func:`check_inputs`, without its full-size finiteness scans.
+
+    The estimators detect NaN/inf from row sums they compute anyway (a NaN or an infinity on a summed
+    position makes the sum non-finite) and only then call :func:`check_inputs`, which raises the error with
+    its count. When a shape is wrong this defers to :func:`check_inputs` as well, so that the error raised,
+    and which of several problems is reported first, are exactly those of :func:`check_inputs`.
+    """
+    ok = isinstance(token_level_rewards, torch.Tensor) and token_level_rewards.dim() == 2
+    if ok:
+        shape = tuple(token_level_rewards.shape)
+        ok = isinstance(response_mask, torch.Tensor) and tuple(response_mask.shape) == shape
+        if ok and index is not None and hasattr(index, "__len__") and len(index) != shape[0]:
+            ok = False
+        for tensor in per_token.values():
+            if tensor is not None and (not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape):
+                ok = False
+    if not ok:
+        check_inputs(token_level_rewards, response_mask, index, **per_token)
+        raise AssertionError("check_inputs accepted inputs that check_shapes rejected")  # pragma: no cover
+
+
+def float_mask(mask: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``mask`` (any dtype, nonzero = valid) as float32 0/1, written into ``out`` when given (same shape).
+
+    Integer masks already in {0, 1} (verl's int64 ``response_mask``) and bool masks convert in one pass; any
+    other mask goes through ``mask != 0``.
+    """
+    if out is None:
+        out = torch.empty(mask.shape, dtype=torch.float32, device=mask.device)
+    if mask.dtype == torch.bool:
+        return out.copy_(mask)
+    if not mask.dtype.is_floating_point and not mask.dtype.is_complex:
+        out.copy_(mask)
+        if not out.numel():
+            return out
+        low, high = torch.aminmax(out)
+        if bool((low >= 0) & (high <= 1)):  # integers in [0, 1]: exactly 0 and 1
+            return out
+    return torch.ne(mask, 0, out=out)
