@@ -8,6 +8,8 @@ TORCH_VERSION ?= 2.13.0
 # No network in tests or the demo.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+BENCH_LEARNING_ARGS ?=
 
 .PHONY: help install test test-fast demo bench bench-learning clean
 
@@ -34,10 +36,10 @@ demo: $(STAMP) ## train ERPO and GRPO through verl on CPU with a tiny model; wri
 	$(OFFLINE) $(PY) -m erpo_verl.demo --out outputs/demo
 
 bench: $(STAMP) ## time the estimators against verl's grpo and a memory-bandwidth floor; writes outputs/bench/
-	$(OFFLINE) $(PY) -m erpo_verl.bench --out outputs/bench
+	$(OFFLINE) $(PY) -m erpo_verl.bench --out outputs/bench $(BENCH_ARGS)
 
 bench-learning: $(STAMP) ## learning benchmark over estimators and seeds on the toy task (tens of minutes)
-	$(OFFLINE) $(PY) -m erpo_verl.bench_learning --out outputs/bench_learning
+	$(OFFLINE) $(PY) -m erpo_verl.bench_learning --out outputs/bench_learning $(BENCH_LEARNING_ARGS)
 
 clean: ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .hypothesis build *.egg-info
