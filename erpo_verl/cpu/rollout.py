@@ -168,7 +168,7 @@ class CPUHFServerAdapter(BaseRollout):
     @torch.no_grad()
     async def update_weights(self, weights, global_steps: int | None = None, wire_format: str = "named_tensors", **kwargs):
         if wire_format != "named_tensors":
-            raise NotImplementedError(f"the CPU rollout receives full tensors only, not wire_format={wire_format!r}")
+            raise ValueError(f"the CPU rollout receives full tensors only, not wire_format={wire_format!r}")
         start = time.time()
         state: dict[str, torch.Tensor] = {}
         # every rank must walk the generator: it may gather sharded parameters collectively
@@ -197,7 +197,7 @@ class CPUHFReplica(RolloutReplica):
 
     async def launch_servers(self) -> None:
         if self.rollout_mode != RolloutMode.HYBRID:
-            raise NotImplementedError(
+            raise ValueError(
                 "the CPU rollout (rollout.name=hf) supports verl's colocated sync trainer only "
                 f"(hybrid mode), not {self.rollout_mode}"
             )
