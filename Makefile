@@ -33,13 +33,13 @@ test-fast: $(STAMP) ## run the suite without the slow end-to-end tests
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) ## train ERPO and GRPO through verl on CPU with a tiny model; writes outputs/demo/
-	$(OFFLINE) $(PY) -m erpo_verl.demo --out outputs/demo
+	$(OFFLINE) $(PY) -m erpo_verl.tools.demo --out outputs/demo
 
 bench: $(STAMP) ## time the estimators against verl's grpo and a memory-bandwidth floor; writes outputs/bench/
-	$(OFFLINE) $(PY) -m erpo_verl.bench --out outputs/bench $(BENCH_ARGS)
+	$(OFFLINE) $(PY) -m erpo_verl.tools.bench --out outputs/bench $(BENCH_ARGS)
 
 bench-learning: $(STAMP) ## learning benchmark over estimators and seeds on the toy task (tens of minutes)
-	$(OFFLINE) $(PY) -m erpo_verl.bench_learning --out outputs/bench_learning $(BENCH_LEARNING_ARGS)
+	$(OFFLINE) $(PY) -m erpo_verl.tools.bench_learning --out outputs/bench_learning $(BENCH_LEARNING_ARGS)
 
 clean: ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache .hypothesis build *.egg-info

@@ -42,9 +42,9 @@ setup(
     },
     entry_points={
         # verl imports every module of this group on `import verl`, in the driver and in every Ray worker.
-        "verl.plugins": ["erpo_verl = erpo_verl.register"],
+        "verl.plugins": ["erpo_verl = erpo_verl.integration.register"],
         "console_scripts": [
-            "erpo-verl = erpo_verl.cli:main",
+            "erpo-verl = erpo_verl.tools.cli:main",
             "erpo-data = data_prep.__main__:main",
             "erpo-eval = erpo_verl.eval.cli:main",
         ],

@@ -9,7 +9,7 @@
 #
 # Modes (environment):
 #   DRY_RUN=1          compose + validate the full config with verl 0.9.1 and the plugin, print it, exit
-#                      (no GPU, data or model is touched): python -m erpo_verl.recipe_check
+#                      (no GPU, data or model is touched): python -m erpo_verl.tools.recipe_check
 #   PROFILE=cpu-tiny   run the very same recipe for 2 steps on CPU: tiny model + toy task + toy reward
 #                      (the model/data/hardware blocks are replaced by the CPU profile; ALGO is kept)
 #   (default)          check verl/plugin, model, data and GPUs, then python3 -m verl.trainer.main_ppo
@@ -341,7 +341,7 @@ check_environment() {
 }
 
 # ---------------------------------------------------------------------------------------------------- CPU profile
-# Fills CPU_PROFILE=(...) from python -m erpo_verl.cpu.profile and exports its environment.
+# Fills CPU_PROFILE=(...) from python -m erpo_verl.integration.cpu.profile and exports its environment.
 prepare_cpu_profile() {
     local line
     if [[ "${DRY_RUN}" != 1 ]]; then
@@ -350,15 +350,15 @@ prepare_cpu_profile() {
     CPU_PROFILE=()
     while IFS= read -r line; do
         [[ -n "${line}" ]] && CPU_PROFILE+=("${line}")
-    done < <("${PYTHON}" -m erpo_verl.cpu.profile --model "${MODEL_PATH}" --train "${TRAIN_FILES}" \
+    done < <("${PYTHON}" -m erpo_verl.integration.cpu.profile --model "${MODEL_PATH}" --train "${TRAIN_FILES}" \
         --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}")
     if (( ${#CPU_PROFILE[@]} == 0 )); then
-        echo "ERROR: python -m erpo_verl.cpu.profile printed nothing (is erpo-verl installed for ${PYTHON}?)" >&2
+        echo "ERROR: python -m erpo_verl.integration.cpu.profile printed nothing (is erpo-verl installed for ${PYTHON}?)" >&2
         exit 2
     fi
     while IFS= read -r line; do
         [[ -n "${line}" ]] && export "${line?}"
-    done < <("${PYTHON}" -m erpo_verl.cpu.profile --model x --train x --val x --env)
+    done < <("${PYTHON}" -m erpo_verl.integration.cpu.profile --model x --train x --val x --env)
 }
 
 # The CPU profile's own value of a key (e.g. data.max_response_length), for ALGO blocks that depend on it.
@@ -399,7 +399,7 @@ run_recipe() {
 
     if [[ "${DRY_RUN}" == 1 ]]; then
         echo "DRY_RUN=1: composing and validating ${EXPERIMENT_NAME} (PROFILE=${PROFILE}) against verl 0.9.1; nothing runs" >&2
-        "${PYTHON}" -m erpo_verl.recipe_check "${ALL[@]}" "$@"
+        "${PYTHON}" -m erpo_verl.tools.recipe_check "${ALL[@]}" "$@"
         return
     fi
 

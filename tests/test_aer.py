@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from erpo_verl.aer import (
+from erpo_verl.integration.aer_loss import (
     AERPolicyLossConfig,
     AERState,
     aer_ppo_loss,

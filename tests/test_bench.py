@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from erpo_verl import bench
+from erpo_verl.tools import bench
 
 
 def test_tiny_bench_produces_table_and_json(tmp_path, capsys):

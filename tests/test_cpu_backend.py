@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from erpo_verl.cpu.sampling import filter_logits, sample_response
+from erpo_verl.integration.cpu.sampling import filter_logits, sample_response
 
 PROBE = r"""
 import json, os, sys
@@ -20,7 +20,7 @@ from verl.plugin.platform import PlatformRegistry
 from verl.workers.rollout import base, replica
 from verl.utils.device import get_device_name, get_nccl_backend
 print(json.dumps({
-    "cpu_module_loaded": "erpo_verl.cpu" in sys.modules,
+    "cpu_module_loaded": "erpo_verl.integration.cpu" in sys.modules,
     "dist_patched": getattr(dist.initialize_global_process_group_ray, "_erpo_cpu_patch", False),
     "pin_memory": CPUOffloadPolicy().pin_memory,
     "cpu_platform": "cpu" in PlatformRegistry.registered_names(),

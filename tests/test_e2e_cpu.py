@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from erpo_verl.demo import train_toy
-from erpo_verl.metrics_io import series
+from erpo_verl.tools.demo import train_toy
+from erpo_verl.tools.metrics_io import series
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from erpo_verl.cli import main as cli_main
-from erpo_verl.metrics_io import load_metrics
+from erpo_verl.tools.cli import main as cli_main
+from erpo_verl.tools.metrics_io import load_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
@@ -49,7 +49,7 @@ def test_plot_reports_a_missing_file_and_a_broken_line_with_exit_code_2(tmp_path
 
 
 def test_doctor_reports_the_missing_gpu_and_vllm_without_failing(capsys):
-    from erpo_verl.doctor import main as doctor_main
+    from erpo_verl.tools.doctor import main as doctor_main
 
     rc = doctor_main(["--no-ray"])
     out = capsys.readouterr().out
@@ -60,14 +60,14 @@ def test_doctor_reports_the_missing_gpu_and_vllm_without_failing(capsys):
 
 
 def test_doctor_fails_when_a_gpu_is_required_here():
-    from erpo_verl.doctor import main as doctor_main
+    from erpo_verl.tools.doctor import main as doctor_main
 
     assert doctor_main(["--no-ray", "--require-gpu"]) == 1
 
 
 @pytest.mark.slow
 def test_doctor_checks_registration_inside_a_ray_worker():
-    out = subprocess.run([sys.executable, "-m", "erpo_verl.doctor"], capture_output=True, text=True, timeout=240)
+    out = subprocess.run([sys.executable, "-m", "erpo_verl.tools.doctor"], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[ok  ] registration (Ray worker)" in out.stdout
     assert "erpo, ep_grpo, dapo, grpo_forking, aer, erpo_sync" in out.stdout

@@ -272,7 +272,7 @@ def test_ablation_entry_maps_every_switch_for_the_ep_grpo_base_and_rejects_unkno
         "zero_var_on": "+algorithm.ep_grpo.zero_var_fallback=true",
     }
     for name, args in zip(names.split(), calls, strict=True):
-        assert args[:2] == ["-m", "erpo_verl.recipe_check"]
+        assert args[:2] == ["-m", "erpo_verl.tools.recipe_check"]
         assert f"trainer.experiment_name=ep_grpo-Qwen2.5-7B-math-ablate-{name}" in args
         assert "algorithm.adv_estimator=ep_grpo" in args and args[-1] == "trainer.total_training_steps=5"
         switches = [a for a in args if a.startswith("+algorithm.ep_grpo.")]
@@ -370,7 +370,7 @@ def recipe_overrides(tmp_path: Path, fake_python: Path, algo: str) -> list[str]:
     result = run_script(f"run_{algo}_qwen7b.sh", recipe_env(tmp_path, DRY_RUN="1", PYTHON=str(fake_python)))
     assert result.returncode == 0, _fail_message(result)
     args = result.stdout.split("CALL\n", 1)[1].splitlines()
-    assert args[:2] == ["-m", "erpo_verl.recipe_check"]
+    assert args[:2] == ["-m", "erpo_verl.tools.recipe_check"]
     return args[2:]
 
 
@@ -378,7 +378,7 @@ def recipe_overrides(tmp_path: Path, fake_python: Path, algo: str) -> list[str]:
 def test_paper_index_flags_compose(tmp_path, fake_python, paper):
     from omegaconf import OmegaConf
 
-    from erpo_verl.recipe_check import check_config, compose_config
+    from erpo_verl.tools.recipe_check import check_config, compose_config
 
     base, flags = PAPER_FLAGS[paper]
     doc = (REPO / "docs" / "paper_index.md").read_text()
@@ -458,7 +458,7 @@ def _cpu_run(tmp_path, toy_assets, algo):
     )
     result = run_script(f"run_{algo}_qwen7b.sh", env, timeout=900)
     assert result.returncode == 0, _fail_message(result)
-    from erpo_verl.metrics_io import load_metrics
+    from erpo_verl.tools.metrics_io import load_metrics
 
     records = load_metrics(metrics)
     assert [int(r["step"]) for r in records] == [1, 2]
@@ -492,7 +492,7 @@ ENTROPY_METHOD_RECIPES = {
             "algorithm.adv_estimator": "grpo",
             "trainer.v1.trainer_mode": "erpo_sync",
             "actor_rollout_ref.actor.policy_loss.loss_mode": "aer",
-            "actor_rollout_ref.actor.policy_loss._target_": "erpo_verl.aer.AERPolicyLossConfig",
+            "actor_rollout_ref.actor.policy_loss._target_": "erpo_verl.integration.aer_loss.AERPolicyLossConfig",
             "actor_rollout_ref.actor.policy_loss.aer_target_ratio": 0.4,
             "actor_rollout_ref.actor.calculate_entropy": True,
         },

@@ -28,7 +28,7 @@ OFFLINE_ENV = {
 PROBE = """
 import json, sys
 import verl
-result = {"register_loaded": "erpo_verl.register" in sys.modules,
+result = {"register_loaded": "erpo_verl.integration.register" in sys.modules,
           "core_algos_imported_by_import_verl": "verl.trainer.ppo.core_algos" in sys.modules}
 from verl.trainer.ppo import core_algos
 def qual(obj):
@@ -60,7 +60,7 @@ OUR_NAMES = sorted(ESTIMATORS)
 assert {"erpo", "ep_grpo", "dapo"} <= set(OUR_NAMES)
 EXPECTED = {name: _qual(fn) for name, (fn, _) in ESTIMATORS.items()}
 EXPECTED["grpo"] = "verl.trainer.ppo.core_algos.compute_grpo_outcome_advantage"  # verl's own, not re-registered
-EXPECTED["erpo_sync"] = "erpo_verl.trainer_sync.ERPOTrainerSync"
+EXPECTED["erpo_sync"] = "erpo_verl.integration.trainer_mode.ERPOTrainerSync"
 PROBE = PROBE.replace("__NAMES__", json.dumps(OUR_NAMES))
 
 
@@ -95,8 +95,8 @@ def run_python(code: str, timeout: float = 240, **env) -> dict:
 DEFAULT_PROBE = PROBE + """
 import verl.trainer.main_ppo as main_ppo
 import erpo_verl.estimators as est
-from erpo_verl.trainer import ERPOSetupError
-from erpo_verl.trainer_sync import ERPOTrainerSync
+from erpo_verl.integration.preflight import ERPOSetupError
+from erpo_verl.integration.trainer_mode import ERPOTrainerSync
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 result["identity"] = {
     **{name: core_algos.get_adv_estimator_fn(name) is fn for name, (fn, _) in est.ESTIMATORS.items()},
@@ -115,10 +115,10 @@ print(json.dumps(result))
 
 RELOAD_PROBE = """
 import importlib, json
-import erpo_verl.register as reg           # before verl: callbacks are pending
+import erpo_verl.integration.register as reg           # before verl: callbacks are pending
 importlib.reload(reg)                       # pending twice
 import verl                                 # the entry point imports it again (cached)
-import erpo_verl.register
+import erpo_verl.integration.register
 from verl.trainer.ppo import core_algos    # pending callbacks run (twice) here
 importlib.reload(reg)                       # after: callbacks run at once, again
 importlib.reload(reg)
@@ -126,7 +126,7 @@ from verl.trainer.ppo.v1 import get_trainer_cls
 importlib.reload(reg)
 import verl.utils.config as vcfg
 import erpo_verl.estimators as est
-import erpo_verl.trainer_sync as ts
+import erpo_verl.integration.trainer_mode as ts
 print(json.dumps({
     **{name: core_algos.get_adv_estimator_fn(name) is fn for name, (fn, _) in est.ESTIMATORS.items()},
     "trainer": get_trainer_cls("erpo_sync") is ts.ERPOTrainerSync,
@@ -137,7 +137,7 @@ print(json.dumps({
 
 NO_PLUGINS_PROBE = PROBE + """
 before = dict(result)
-import erpo_verl.register
+import erpo_verl.integration.register
 after = {n: qual(core_algos.get_adv_estimator_fn(n)) for n in __NAMES__}
 after["erpo_sync"] = qual(get_trainer_cls("erpo_sync"))
 after["validate_config_wrapped"] = bool(getattr(vcfg.validate_config, "_erpo_preflight", False))
@@ -179,7 +179,7 @@ def test_register_imported_twice_and_reloaded(probes):
 
 def test_without_the_entry_point_nothing_is_registered(probes):
     """VERL_USE_EXTERNAL_PLUGINS=none disables entry points: our names are absent, so the entry point is
-    what registers them; importing erpo_verl.register by hand then adds them."""
+    what registers them; importing erpo_verl.integration.register by hand then adds them."""
     result = probes["no_plugins"]()
     before, after = result["before"], result["after"]
     assert not before["register_loaded"]

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import verl  # noqa: F401  (loads the plugin through the entry point)
 import verl.utils.config as vucfg
 from erpo_verl.estimators import compute_ep_grpo_advantage, compute_erpo_advantage
-from erpo_verl.trainer import (
+from erpo_verl.integration.preflight import (
     ERPOSetupError,
     accepted_extra_inputs,
     compute_advantage_with_extras,
@@ -387,7 +387,7 @@ def test_preflight_validates_hyper_parameters():
 
 def test_preflight_warns_about_dynamic_sampling_with_ep_grpo(caplog):
     config = verl_config("algorithm.adv_estimator=ep_grpo", "algorithm.filter_groups.enable=true", *ERPO_SYNC)
-    with caplog.at_level(logging.WARNING, logger="erpo_verl.trainer"):
+    with caplog.at_level(logging.WARNING, logger="erpo_verl.integration.preflight"):
         preflight(config)
     assert any("filter_groups" in r.getMessage() for r in caplog.records)
 
@@ -459,7 +459,7 @@ def test_validate_config_wrapper_passes_the_updated_reference_flag():
 
 
 def test_erpo_sync_trainer_runs_preflight_in_its_constructor():
-    from erpo_verl.trainer_sync import ERPOTrainerSync
+    from erpo_verl.integration.trainer_mode import ERPOTrainerSync
 
     with pytest.raises(ERPOSetupError):  # the mode is erpo_sync here, but the legacy trainer is selected
         ERPOTrainerSync(verl_config("algorithm.adv_estimator=erpo", "trainer.use_v1=false", *ERPO_SYNC))

@@ -1,7 +1,7 @@
 """Pure tensor estimators (no verl, no Ray): testable on their own.
 
 ``erpo`` and ``ep_grpo`` are two presets of :func:`entropy_progress_advantage`; ``dapo`` is GRPO's outcome
-advantage under its own name; ``grpo_forking`` keeps it only on the high-entropy tokens. :mod:`erpo_verl.register` registers them with verl.
+advantage under its own name; ``grpo_forking`` keeps it only on the high-entropy tokens. :mod:`erpo_verl.integration.register` registers them with verl.
 """
 
 from erpo_verl.estimators.config import EP_GRPO_DEFAULTS, ERPO_DEFAULTS, EntropyProgressConfig

@@ -69,7 +69,7 @@ from erpo_verl.estimators.outcome import OutcomeStats, outcome_from_rewards, seq
 from erpo_verl.estimators.segments import GroupChunks, chunk_tokens, segment_sum
 from erpo_verl.estimators.validation import check_inputs, check_shapes, float_mask
 
-# The trainer mode (erpo_verl.trainer) forwards these keyword arguments to any registered estimator whose
+# The trainer mode (erpo_verl.integration.preflight) forwards these keyword arguments to any registered estimator whose
 # signature names them. Keep the names in sync with spec §2.
 EXTRA_INPUTS = ("old_entropy", "old_log_probs", "ref_log_prob")
 

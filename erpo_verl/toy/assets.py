@@ -20,8 +20,10 @@ MODEL_CONFIG = dict(
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    # head_dim = 64 / 2 = 32: vLLM's CPU attention accepts head sizes 32, 64, 80, ... only
+    # (vllm/v1/attention/backends/cpu_attn.py); 2 query heads and 1 kv head keep the parameter count of 4/2.
+    num_attention_heads=2,
+    num_key_value_heads=1,
     max_position_embeddings=256,
     tie_word_embeddings=True,
 )

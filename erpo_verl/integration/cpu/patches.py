@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 
-from erpo_verl._hooks import after_import
+from erpo_verl.integration.hooks import after_import
 
 _APPLIED: set[str] = set()
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from erpo_verl.cpu.profile import cpu_env
-from erpo_verl.metrics_io import load_metrics
+from erpo_verl.integration.cpu.profile import cpu_env
+from erpo_verl.tools.metrics_io import load_metrics
 
 
 @dataclass

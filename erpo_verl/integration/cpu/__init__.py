@@ -1,6 +1,6 @@
 """CPU backend: run verl 0.9.1's real trainer on a machine without an accelerator.
 
-Active only when the user asks for it with ``VERL_PLATFORM=cpu`` (checked by :mod:`erpo_verl.register` on
+Active only when the user asks for it with ``VERL_PLATFORM=cpu`` (checked by :mod:`erpo_verl.integration.register` on
 every ``import verl``); on any other machine or setting this package is never imported and verl is untouched.
 :func:`activate` then, in the current process:
 
@@ -11,20 +11,20 @@ every ``import verl``); on any other machine or setting this package is never im
 4. registers the CPU rollout ``rollout.name=hf`` (:mod:`.rollout`) when verl's rollout modules load.
 
 The command-line settings that go with it (Ray logical GPUs, FSDP2, sdpa attention, tiny batches) are the
-CPU profile in :mod:`erpo_verl.cpu.profile`. Everything here is pinned to verl 0.9.1 internals.
+CPU profile in :mod:`erpo_verl.integration.cpu.profile`. Everything here is pinned to verl 0.9.1 internals.
 """
 
 from __future__ import annotations
 
 import os
 
-from erpo_verl._hooks import after_import
+from erpo_verl.integration.hooks import after_import
 
 _ACTIVE = False
 
 
 def _register_platform(platform_pkg) -> None:
-    from erpo_verl.cpu.platform import PlatformCPU
+    from erpo_verl.integration.cpu.platform import PlatformCPU
     from verl.plugin.platform import platform_manager
 
     platform_pkg.PlatformRegistry.register("cpu")(PlatformCPU)
@@ -38,11 +38,11 @@ ROLLOUT_NAME = "hf"
 
 def _register_rollout_adapter(base_module) -> None:
     # a dotted path: verl imports it lazily in get_rollout_class
-    base_module._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "erpo_verl.cpu.rollout.CPUHFServerAdapter"
+    base_module._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "erpo_verl.integration.cpu.rollout.CPUHFServerAdapter"
 
 
 def _load_replica_class():
-    from erpo_verl.cpu.rollout import CPUHFReplica
+    from erpo_verl.integration.cpu.rollout import CPUHFReplica
 
     return CPUHFReplica
 
@@ -56,7 +56,7 @@ def activate() -> None:
     global _ACTIVE
     if _ACTIVE:
         return
-    from erpo_verl.cpu.patches import install_patches
+    from erpo_verl.integration.cpu.patches import install_patches
 
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
     after_import("verl.plugin.platform", _register_platform)

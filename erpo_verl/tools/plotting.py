@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from erpo_verl.metrics_io import series
+from erpo_verl.tools.metrics_io import series
 
 # (metric key in verl's names, panel title); panels whose metric no run logged are left out
 DEFAULT_PANELS = [

@@ -1,6 +1,6 @@
 """``make demo``: train ERPO (and GRPO on the same seed) through verl's real trainer on the CPU.
 
-    python -m erpo_verl.demo --out outputs/demo [--steps 40] [--estimators erpo,grpo] [--seed 1]
+    python -m erpo_verl.tools.demo --out outputs/demo [--steps 40] [--estimators erpo,grpo] [--seed 1]
 
 Builds the offline tiny model and the toy "digits" task, runs ``python -m verl.trainer.main_ppo`` once per
 estimator with the CPU profile, prints one progress line per step, and leaves in ``--out``:
@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from erpo_verl.cpu.launch import run_verl_cpu
-from erpo_verl.cpu.profile import cpu_overrides
-from erpo_verl.metrics_io import series, write_csv
-from erpo_verl.plotting import plot_runs
+from erpo_verl.integration.cpu.launch import run_verl_cpu
+from erpo_verl.integration.cpu.profile import cpu_overrides
+from erpo_verl.tools.metrics_io import series, write_csv
+from erpo_verl.tools.plotting import plot_runs
 from erpo_verl.toy.assets import build_all
 
 # Settings of the toy runs, chosen from measurements on a 2-core machine (docs/cpu.md): big enough steps

@@ -87,7 +87,7 @@ def preflight(config: Any) -> list[str]:
     Returns the settings it changed; raises :class:`ERPOSetupError` (a ValueError) naming the setting to add
     when the configuration cannot work. Idempotent.
     """
-    from erpo_verl.aer import aer_enabled
+    from erpo_verl.integration.aer_loss import aer_enabled
 
     needs_entropy, needs_ref = estimator_requirements(config)
     name = config.algorithm.adv_estimator
@@ -141,12 +141,12 @@ def prepare_aer(config: Any) -> list[str]:
     """Select AER's config class for ``policy_loss`` and compute the current-policy entropy in the update."""
     from omegaconf import open_dict
 
-    from erpo_verl.aer import aer_options
+    from erpo_verl.integration.aer_loss import aer_options
 
     actor = config.actor_rollout_ref.actor
     aer_options(config)  # validates the aer_* knobs before anything starts
     changes = []
-    target = "erpo_verl.aer.AERPolicyLossConfig"
+    target = "erpo_verl.integration.aer_loss.AERPolicyLossConfig"
     with open_dict(config):
         if actor.policy_loss.get("_target_") != target:
             actor.policy_loss._target_ = target

@@ -5,7 +5,7 @@ Tests, the demo, the recipes' ``PROFILE=cpu-tiny`` and the learning benchmark al
 shared/research/cpu-verl.md it avoids. Later overrides on the same key win (Hydra semantics), so callers
 append their own.
 
-    python -m erpo_verl.cpu.profile --model M --train T --val V   # prints one override per line
+    python -m erpo_verl.integration.cpu.profile --model M --train T --val V   # prints one override per line
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 # Environment of every process of a CPU run (Ray workers inherit it from the driver).
 CPU_ENV = {
-    "VERL_PLATFORM": "cpu",  # selects erpo_verl.cpu (platform, patches, hf rollout)
+    "VERL_PLATFORM": "cpu",  # selects erpo_verl.integration.cpu (platform, patches, hf rollout)
     "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engine is registered under cuda; it runs fine on CPU tensors
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

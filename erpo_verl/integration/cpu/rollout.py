@@ -23,7 +23,7 @@ from typing import Any
 import ray
 import torch
 
-from erpo_verl.cpu.sampling import sample_response
+from erpo_verl.integration.cpu.sampling import sample_response
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 
-from erpo_verl._hooks import after_import
+from erpo_verl.integration.hooks import after_import
 from erpo_verl.estimators import ESTIMATORS
 
 
 def _register_estimators_and_losses(core_algos) -> None:
-    from erpo_verl.aer import register_loss
+    from erpo_verl.integration.aer_loss import register_loss
 
     for name, (fn, _) in ESTIMATORS.items():
         if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
@@ -32,11 +32,11 @@ def _register_estimators_and_losses(core_algos) -> None:
 
 
 def _register_trainer_mode(_trainer_sync_module) -> None:
-    import erpo_verl.trainer_sync  # noqa: F401  (its @register_trainer runs on import)
+    import erpo_verl.integration.trainer_mode  # noqa: F401  (its @register_trainer runs on import)
 
 
 def _install_preflight(config_module) -> None:
-    from erpo_verl.trainer import wrap_validate_config
+    from erpo_verl.integration.preflight import wrap_validate_config
 
     wrap_validate_config(config_module)
 
@@ -51,7 +51,7 @@ def install() -> None:
     after_import("verl.trainer.ppo.v1.trainer_sync", _register_trainer_mode)
     after_import("verl.utils.config", _install_preflight)
     if cpu_mode_requested():
-        from erpo_verl.cpu import activate
+        from erpo_verl.integration.cpu import activate
 
         activate()
 

@@ -1,10 +1,10 @@
 """``make bench-learning``: do ERPO / EP-GRPO learn better than GRPO and DAPO? Through the real verl trainer.
 
-    python -m erpo_verl.bench_learning --out outputs/bench_learning [--steps 30] [--seeds 1,2,3]
+    python -m erpo_verl.tools.bench_learning --out outputs/bench_learning [--steps 30] [--seeds 1,2,3]
                                        [--estimators grpo,dapo,erpo,ep_grpo]
 
 Trains every estimator for the same number of steps on the toy "digits" task of the CPU end-to-end setup
-(tiny Qwen2, ``erpo_verl.demo`` settings, one run per estimator and seed, through ``verl.trainer.main_ppo``;
+(tiny Qwen2, ``erpo_verl.tools.demo`` settings, one run per estimator and seed, through ``verl.trainer.main_ppo``;
 each run costs about a minute of start-up plus ~3 s per step on 2 cores) and reports per estimator, as the
 mean ± standard deviation over seeds:
 
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from erpo_verl.metrics_io import load_metrics, series
+from erpo_verl.tools.metrics_io import load_metrics, series
 
 REWARD, ENTROPY, LENGTH = "critic/score/mean", "actor/entropy", "response_length/mean"
 PANELS = [(REWARD, "reward (critic/score/mean)"), (ENTROPY, "entropy (actor/entropy)"),
@@ -44,7 +44,7 @@ def run_dir(out: Path, estimator: str, seed: int) -> Path:
 
 def run_once(out: Path, assets: dict, estimator: str, seed: int, steps: int, log=print) -> list[dict]:
     """Train (or reuse a finished run of) ``estimator`` with ``seed``; returns its per-step records."""
-    from erpo_verl.demo import train_toy
+    from erpo_verl.tools.demo import train_toy
 
     folder = run_dir(out, estimator, seed)
     done = folder / "done.json"
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--estimators", default="grpo,dapo,erpo,ep_grpo", help="comma-separated (default: %(default)s)")
     parser.add_argument("--window", type=int, default=5, help="steps averaged for 'final' and 'start' (default: 5)")
     args = parser.parse_args(argv)
-    from erpo_verl.demo import estimator_overrides
+    from erpo_verl.tools.demo import estimator_overrides
 
     if args.steps < 2:
         parser.error("--steps must be >= 2")
@@ -230,11 +230,11 @@ def main(argv=None) -> int:
     machine = {"nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "training_minutes": training_s / 60, "this_command_minutes": (time.time() - started) / 60}
-    command = "python -m erpo_verl.bench_learning " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m erpo_verl.tools.bench_learning " + " ".join(argv if argv is not None else sys.argv[1:])
     png = plot(all_runs, args.steps, out / "bench_learning.png",
                f"toy 'digits' task through verl on CPU: mean ± std over seeds {','.join(map(str, seeds))}")
     table = markdown(summary, args.window)
-    from erpo_verl.bench import overhead_table, step_shares
+    from erpo_verl.tools.bench import overhead_table, step_shares
 
     overhead = {name: step_shares(list(runs.values())) for name, runs in all_runs.items()}
     text = "\n".join([

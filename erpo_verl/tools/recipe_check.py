@@ -1,6 +1,6 @@
 """Compose and validate a verl 0.9.1 configuration without GPUs, data or models (the recipes' ``DRY_RUN=1``).
 
-    python -m erpo_verl.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]
+    python -m erpo_verl.tools.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]
 
 It does what ``python -m verl.trainer.main_ppo OVERRIDE ...`` does before it starts Ray, and a little more:
 
@@ -11,7 +11,7 @@ It does what ``python -m verl.trainer.main_ppo OVERRIDE ...`` does before it sta
    wrapper around ``validate_config``) and that the estimator and trainer mode named by the config resolve;
 3. rejects the legacy reward keys that verl 0.9.1's ``main_ppo`` accepts but silently ignores
    (``reward_model.*``, ``custom_reward_function.*``);
-4. runs our :func:`erpo_verl.trainer.preflight` (which turns the reference policy on when an estimator needs
+4. runs our :func:`erpo_verl.integration.preflight.preflight` (which turns the reference policy on when an estimator needs
    it) and verl's ``validate_config``;
 5. builds the dataclasses the trainer and workers build from the config - the actor (``FSDPActorConfig``),
    the reference policy (after the same key renaming the worker does), the rollout (``RolloutConfig``), its
@@ -204,7 +204,7 @@ def run_preflight_and_validate(config, report: CheckReport) -> None:
     import verl.utils.config as verl_config
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
 
-    from erpo_verl.trainer import preflight
+    from erpo_verl.integration.preflight import preflight
 
     report.changes = preflight(config)  # raises ERPOSetupError (a ValueError) naming the setting
     report.use_reference_policy = bool(need_reference_policy(config))
@@ -368,7 +368,7 @@ def render_yaml(config) -> str:
 # -------------------------------------------------------------------------------------------------------------
 # command line
 # -------------------------------------------------------------------------------------------------------------
-USAGE = "usage: python -m erpo_verl.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]"
+USAGE = "usage: python -m erpo_verl.tools.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """``ERPOTrainerSync``, registered as verl v1 trainer mode ``erpo_sync``.
 
-Imported (by :mod:`erpo_verl.register`) right after verl's own ``trainer_sync`` module, i.e. only in the
-processes that build a trainer. The forwarding logic lives in :mod:`erpo_verl.trainer` so that it can be
+Imported (by :mod:`erpo_verl.integration.register`) right after verl's own ``trainer_sync`` module, i.e. only in the
+processes that build a trainer. The forwarding logic lives in :mod:`erpo_verl.integration.preflight` so that it can be
 tested without Ray or TransferQueue.
 """
 
@@ -15,9 +15,9 @@ import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
-from erpo_verl.aer import COEF_FIELD, AERState, aer_enabled, aer_metrics, aer_options, aer_ppo_loss, per_sample_coefficients
+from erpo_verl.integration.aer_loss import COEF_FIELD, AERState, aer_enabled, aer_metrics, aer_options, aer_ppo_loss, per_sample_coefficients
 from erpo_verl.estimators.segments import group_ids
-from erpo_verl.trainer import TRAINER_MODE, compute_advantage_with_extras, preflight
+from erpo_verl.integration.preflight import TRAINER_MODE, compute_advantage_with_extras, preflight
 from verl import DataProto
 from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 from verl.utils.config import omega_conf_to_dataclass

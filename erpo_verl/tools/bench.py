@@ -1,6 +1,6 @@
 """``make bench``: time the advantage estimators against verl's GRPO and a memory-bandwidth floor.
 
-    python -m erpo_verl.bench --out outputs/bench [--tiny] [--repeats 7] [--trainer-overhead]
+    python -m erpo_verl.tools.bench --out outputs/bench [--tiny] [--repeats 7] [--trainer-overhead]
 
 Batches are shaped like real RL steps: 8,192 responses (512 prompts × 16), right-padded to 4,096 tokens with
 a jagged length spread (a log-normal around a quarter of the width, clipped, plus a spike of truncated
@@ -194,7 +194,7 @@ def measure_memory_here(cases: tuple[str, ...], bs: int, width: int, seed: int) 
 
 
 def measure_memory(cases: tuple[str, ...], bs: int, width: int, seed: int) -> dict[str, dict]:
-    cmd = [sys.executable, "-m", "erpo_verl.bench", "--memory-case", ",".join(cases), "--bs", str(bs),
+    cmd = [sys.executable, "-m", "erpo_verl.tools.bench", "--memory-case", ",".join(cases), "--bs", str(bs),
            "--width", str(width), "--seed", str(seed)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -331,7 +331,7 @@ def machine_info() -> dict:
 # ---------------------------------------------------------------------------------------------------------
 def trainer_overhead(out: Path, steps: int, estimators: list[str], seed: int = 1) -> dict:
     """Short CPU runs of the toy task; mean over steps 2.. of timing_s/adv, timing_s/ref and timing_s/step."""
-    from erpo_verl.demo import train_toy
+    from erpo_verl.tools.demo import train_toy
     from erpo_verl.toy.assets import build_all
 
     assets = build_all(out / "assets", seed=0)
@@ -465,7 +465,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    report = {"command": "python -m erpo_verl.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python -m erpo_verl.tools.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine_info(), "repeats": repeats, "group_size": GROUP_SIZE,
               "lengths": {"median_fraction": MEDIAN_FRACTION, "sigma": LENGTH_SIGMA, "truncated": TRUNCATED},
               "mask_dtype": "int64", "targets": {k: list(v) if isinstance(v, tuple) else v for k, v in TARGETS.items()},

@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def _plot(argv) -> int:
-    from erpo_verl.metrics_io import load_metrics
-    from erpo_verl.plotting import plot_runs
+    from erpo_verl.tools.metrics_io import load_metrics
+    from erpo_verl.tools.plotting import plot_runs
 
     parser = argparse.ArgumentParser(prog="erpo-verl plot", description="Plot metrics files of several runs.")
     parser.add_argument("files", nargs="+", help="metrics files: verl file-logger JSONL, flat JSONL or CSV; NAME=PATH to name a run")
@@ -53,11 +53,11 @@ def main(argv=None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
     if command == "demo":
-        from erpo_verl.demo import main as demo_main
+        from erpo_verl.tools.demo import main as demo_main
 
         return demo_main(rest)
     if command == "doctor":
-        from erpo_verl.doctor import main as doctor_main
+        from erpo_verl.tools.doctor import main as doctor_main
 
         return doctor_main(rest)
     if command == "assets":
