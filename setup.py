@@ -1,11 +1,14 @@
 """erpo-verl: entropy-aware token-level advantage estimators (ERPO, EP-GRPO) as a verl 0.9.1 plugin."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERL_PIN = "0.9.1"  # see REQUIRED_VERL.txt: the plugin hooks verl internals that change between releases
+# one source of truth: erpo_verl.VERL_VERSION (see REQUIRED_VERL.txt: the plugin hooks verl internals that change
+# between releases); read from the file, setup.py cannot import the package before it is installed
+VERL_PIN = re.search(r'^VERL_VERSION = "([^"]+)"', (HERE / "erpo_verl" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="erpo-verl",
@@ -17,7 +20,6 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["erpo_verl", "erpo_verl.*", "data_prep", "data_prep.*"]),
     include_package_data=True,
-    package_data={"erpo_verl": ["config/*.yaml", "assets/*"]},
     install_requires=[
         # torch is deliberately unpinned: install the build that fits your machine first (CPU wheel or CUDA).
         "torch",

@@ -7,6 +7,7 @@ Examples::
     erpo-data aime24 --out ~/data/aime24 --repeat 32 --prompt-format answer_line   # avg@32 eval set
     erpo-data dapo17k --source dapo-math-17k.parquet --out ~/data/dapo --prompt-format answer_line
     erpo-data custom --source mine.jsonl --question-field q --answer-field a --out ~/data/mine
+    erpo-data countdown --out ~/data/countdown --num-train 4000 --num-test 32     # generated, offline
 
 Exit status: 0 on success, 2 for bad options or bad input (a message says what and where), 130 if interrupted.
 Nothing is written unless every requested split converted cleanly.
@@ -95,7 +96,47 @@ def build_parser() -> argparse.ArgumentParser:
                 default="answer",
                 help="column holding the answer (a \\boxed{} or #### solution is reduced to its answer)",
             )
+    _add_countdown(subparsers)
     return parser
+
+
+def _add_countdown(subparsers) -> None:
+    """``countdown``: generated arithmetic puzzles (erpo_verl.tasks.countdown), no source, scored by its own reward."""
+    from erpo_verl.tasks.countdown import CountdownConfig
+
+    d = CountdownConfig()
+    sub = subparsers.add_parser(
+        "countdown",
+        help="generated countdown puzzles (train/test, seeded, disjoint); reward pkg://erpo_verl.tasks.countdown",
+        description="Countdown puzzles: reach a target from a few numbers with + - * /, each number once.",
+    )
+    sub.add_argument("--out", type=Path, required=True, help="writes OUT/train.parquet and OUT/test.parquet")
+    sub.add_argument("--num-train", type=_positive_int, default=4000)
+    sub.add_argument("--num-test", type=_positive_int, default=32)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--num-count", type=int, default=d.num_count, help="numbers per puzzle (difficulty)")
+    sub.add_argument("--max-number", type=int, default=d.max_number, help="numbers are drawn from 1..N")
+    sub.add_argument("--target-min", type=int, default=d.target_min)
+    sub.add_argument("--target-max", type=int, default=d.target_max)
+    sub.add_argument("--min-solutions", type=int, default=d.min_solutions,
+                     help="keep only targets with at least this many distinct solutions")
+
+
+def _countdown(args) -> int:
+    from erpo_verl.tasks.countdown import CountdownConfig, write_parquet
+
+    try:
+        config = CountdownConfig(num_count=args.num_count, max_number=args.max_number, target_min=args.target_min,
+                                 target_max=args.target_max, min_solutions=args.min_solutions)
+        written = write_parquet(args.out, args.num_train, args.num_test, args.seed, config)
+    except ValueError as exc:
+        print(f"erpo-data countdown: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for split, path in written["paths"].items():
+        stats = written["stats"][split]
+        print(f"{split}: {path} ({stats['prompts']} prompts, {stats['distinct_solutions_mean']:.2f} distinct "
+              f"solutions per prompt on average)")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # argparse: --help (0) or a usage error (2); return it, don't raise
         return int(exit_request.code or 0)
+    if args.dataset == "countdown":
+        return _countdown(args)
     spec = DATASETS[args.dataset]
     options = PrepareOptions(
         out=args.out,

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Component ablations of ERPO / EP-GRPO (shared/spec/algorithms.md §4-5), one experiment per switch, same seed.
+# Component ablations of ERPO / EP-GRPO (docs/algorithms.md: the estimator and its configuration), one experiment per switch, same seed.
 #
 #   bash recipes/ablate_erpo.sh [hydra overrides...]                    # the default ablations of ABLATION_BASE
 #   ABLATIONS="gate_off progress_off" bash recipes/ablate_erpo.sh       # a selection
 #   ABLATION_BASE=ep_grpo bash recipes/ablate_erpo.sh                   # ablate EP-GRPO instead of ERPO
+#   ABLATIONS="base edges_floor std_unbiased stats_response third_party" bash recipes/ablate_erpo.sh
+#                                       # the conventions of the third-party implementation (docs/algorithms.md), not run by default
 #   DRY_RUN=1 / PROFILE=cpu-tiny work as for the recipes (each ablation is composed / run in turn)
 #
 # Each ablation runs recipes/run_${ABLATION_BASE}_qwen7b.sh with one switch added, as experiment
@@ -32,6 +34,13 @@ switches_of() {
         bucket_cum_entropy) echo "${KEY}.bucket_coord=cum_entropy" ;;  # EP-GRPO buckets: cumulative entropy
         zero_var_off) echo "${KEY}.zero_var_fallback=false" ;;    # no signal in all-equal-reward groups
         zero_var_on) echo "${KEY}.zero_var_fallback=true" ;;      # anchor on sign(R - theta) there
+        edges_floor) echo "${KEY}.bucket_edges=floor" ;;          # b = min(floor(K tau_before), K-1) (spec §8)
+        std_unbiased) echo "${KEY}.bucket_std=unbiased" ;;        # n-1 in the bucket std (spec §8)
+        stats_response) echo "${KEY}.entropy_stats_scope=response" ;;  # gate z-score per response (spec §8)
+        stats_batch) echo "${KEY}.entropy_stats_scope=batch" ;;   # gate z-score over the whole batch
+        third_party)                                              # all four §8 conventions at once
+            printf '%s\n' "${KEY}.bucket_edges=floor" "${KEY}.bucket_std=unbiased" \
+                "${KEY}.entropy_stats_scope=response" "${KEY}.anchor_gate=false" ;;
         *) return 1 ;;
     esac
 }
@@ -39,7 +48,8 @@ switches_of() {
 for name in ${ABLATIONS}; do
     if ! switches_of "${name}" >/dev/null; then
         echo "ERROR: unknown ablation '${name}'; choose from: base gate_off progress_off bucket_position" \
-            "bucket_cum_entropy zero_var_off zero_var_on" >&2
+            "bucket_cum_entropy zero_var_off zero_var_on edges_floor std_unbiased stats_response stats_batch" \
+            "third_party" >&2
         exit 2
     fi
 done

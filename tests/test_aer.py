@@ -5,13 +5,8 @@ import math
 import pytest
 import torch
 
-from erpo_verl.integration.aer_loss import (
-    AERPolicyLossConfig,
-    AERState,
-    aer_ppo_loss,
-    compute_policy_loss_aer,
-    per_sample_coefficients,
-)
+from erpo_verl.aer_controller import AERState, per_sample_coefficients
+from erpo_verl.integration.aer_loss import AERPolicyLossConfig, aer_ppo_loss, compute_policy_loss_aer
 
 
 def _cfg(**kw):

@@ -21,7 +21,7 @@ from verl.workers.rollout import base, replica
 from verl.utils.device import get_device_name, get_nccl_backend
 print(json.dumps({
     "cpu_module_loaded": "erpo_verl.integration.cpu" in sys.modules,
-    "dist_patched": getattr(dist.initialize_global_process_group_ray, "_erpo_cpu_patch", False),
+    "dist_patched": getattr(dist.initialize_global_process_group_ray, "__erpo_touchpoint__", None) == "cpu.gloo_backend",
     "pin_memory": CPUOffloadPolicy().pin_memory,
     "cpu_platform": "cpu" in PlatformRegistry.registered_names(),
     "hf_rollout": ("hf", "async") in base._ROLLOUT_REGISTRY,

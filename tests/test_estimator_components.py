@@ -22,7 +22,7 @@ from erpo_testlib import (
 )
 
 from erpo_verl.estimators.config import EntropyProgressConfig
-from erpo_verl.estimators.entropy_progress import _progress_bucket
+from erpo_verl.estimators.buckets import progress_bucket as _progress_bucket
 
 EPS = 1e-6
 

@@ -1,12 +1,13 @@
 """The optimized estimators equal a straightforward implementation of the spec on random batches.
 
-``straightforward`` below is written from ``shared/spec/algorithms.md`` §4 and §7 with loops over groups and
+``straightforward`` below is written from docs/algorithms.md (the estimator's steps and the logged metrics) with loops over groups and
 buckets, boolean masks and float64 arithmetic, and shares no code with ``erpo_verl.estimators`` (whose blocked,
 segment-sum implementation it checks). Entropies are drawn on a dyadic grid (multiples of 1/16) so that running
 sums are exact in float32 and float64 alike and the cumulative-entropy buckets cannot differ by rounding; every
 other input is an arbitrary float. The estimator works in float32, the reference in float64: they agree to
 ~1e-6, so a failure is a real difference.
 
+Positions are ranks among the valid tokens of a row (spec §3), so masks with holes are covered too.
 Batches cover right padding and masks with holes, all-masked rows, single-response groups, groups whose rows
 are not adjacent, several chunks (the chunk size is lowered), bfloat16 inputs, bool/int64/float masks, NaN on
 masked positions and negative entropies (the per-token bucket fallback); configurations cover every option.
@@ -19,6 +20,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from erpo_testlib import BATCHES, CONFIGS, random_batch
 
 import erpo_verl.estimators.segments as segments
 from erpo_verl.estimators import (
@@ -34,7 +37,7 @@ DEFAULTS = {
     "gate": True, "gate_gamma": 2.0, "gate_norm": "mean1", "entropy_stats_scope": "group", "progress_coef": 0.2,
     "logratio_scale": 0.1, "bucket_coord": "position", "num_buckets": 10, "bucket_norm": "zscore",
     "zero_var_fallback": False, "reward_threshold": 0.5, "anchor_gate": True, "adv_clip": None, "epsilon": 1e-6,
-    "top_entropy_ratio": None,
+    "top_entropy_ratio": None, "bucket_edges": "ceil", "bucket_std": "population",
 }
 PRESETS = {"erpo": DEFAULTS, "ep_grpo": {**DEFAULTS, "bucket_coord": "cum_entropy", "zero_var_fallback": True}}
 GRPO_EPS = 1e-6
@@ -76,7 +79,8 @@ def straightforward(rewards, mask, index, entropy, old, ref, cfg: dict, preset: 
     W = torch.ones(bs, width, dtype=torch.float64)
     z = torch.zeros(bs, width, dtype=torch.float64)
     if c["gate"]:
-        scopes = groups if c["entropy_stats_scope"] == "group" else [list(range(bs))]
+        scopes = {"group": groups, "batch": [list(range(bs))], "response": [[i] for i in range(bs)]}[
+            c["entropy_stats_scope"]]
         for rows in scopes:
             v = valid[rows]
             if not v.any():
@@ -98,14 +102,20 @@ def straightforward(rewards, mask, index, entropy, old, ref, cfg: dict, preset: 
         k = c["num_buckets"]
         s = torch.where(valid, c["logratio_scale"] * (old.double() - ref.double()), torch.zeros((), dtype=torch.float64))
         bucket = torch.zeros(bs, width, dtype=torch.long)
-        t = torch.arange(width)
+        floor = c["bucket_edges"] == "floor"
         for i in range(bs):
             length = max(int(valid[i].sum()), 1)
-            position = torch.clamp(torch.div(k * (t + 1) - 1, length, rounding_mode="floor"), 0, k - 1)
+            t = torch.cumsum(valid[i].long(), 0) - 1  # rank among the valid tokens of the row (spec §3)
+            if floor:  # spec §8: b = min(⌊K t/|o|⌋, K−1)
+                position = torch.clamp(torch.div(k * t, length, rounding_mode="floor"), 0, k - 1)
+            else:
+                position = torch.clamp(torch.div(k * (t + 1) - 1, length, rounding_mode="floor"), 0, k - 1)
             bucket[i] = position
             if c["bucket_coord"] == "cum_entropy":
-                running, total = torch.cumsum(H[i], 0), H[i].sum()
-                if total > 0:
+                running, total = torch.cumsum(H[i], 0), H[i].sum()  # dyadic entropies: exact sums
+                if total > 0 and floor:  # τ⁻ = S_{t−1}/S
+                    bucket[i] = torch.clamp(torch.floor(k * (running - H[i]) / total).long(), 0, k - 1)
+                elif total > 0:
                     bucket[i] = torch.clamp(torch.ceil(k * running / total).long() - 1, 0, k - 1)
         s_tilde = torch.zeros(bs, width, dtype=torch.float64)
         anchor = torch.zeros(bs, dtype=torch.float64)
@@ -115,7 +125,7 @@ def straightforward(rewards, mask, index, entropy, old, ref, cfg: dict, preset: 
                 if int(cell.sum()) < 2:
                     continue
                 values = s[rows][cell]
-                mu, sd = values.mean(), values.std(unbiased=False)
+                mu, sd = values.mean(), values.std(unbiased=c["bucket_std"] == "unbiased")
                 block = s_tilde[rows]
                 block[cell] = (values - mu) / (sd + eps) if c["bucket_norm"] == "zscore" else values - mu
                 s_tilde[rows] = block
@@ -163,39 +173,8 @@ def straightforward(rewards, mask, index, entropy, old, ref, cfg: dict, preset: 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# random batches
+# the fast path against it (random batches and the option grid: erpo_testlib)
 # ---------------------------------------------------------------------------------------------------------
-def random_batch(seed: int, bs: int = 48, width: int = 40, group: int = 4, holes: bool = False,
-                 shuffle: bool = False, singles: bool = False, negative_entropy: bool = False,
-                 binary: bool = True, empty_rows: bool = True) -> dict:
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    lengths = np.clip(np.exp(rng.normal(math.log(width / 3), 0.8, bs)).round(), 1, width).astype(int)
-    lengths[rng.random(bs) < 0.15] = width
-    if empty_rows:
-        lengths[rng.random(bs) < 0.05] = 0
-    mask = torch.arange(width).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)
-    if holes:
-        mask &= torch.rand(bs, width, generator=gen) < 0.75
-    uids = [f"g{i // group}" for i in range(bs)]
-    if singles:  # every fifth response is alone in its group
-        uids = [f"single{i}" if i % 5 == 0 else u for i, u in enumerate(uids)]
-    index = np.array(uids, dtype=object)
-    if shuffle:
-        index = index[rng.permutation(bs)]
-    rewards = torch.zeros(bs, width)
-    score = rng.integers(0, 2, bs).astype(np.float32) if binary else rng.normal(0, 1, bs).astype(np.float32)
-    last = torch.as_tensor(np.maximum(lengths - 1, 0))
-    rewards[torch.arange(bs), last] = torch.as_tensor(score)
-    entropy = torch.randint(0, 64, (bs, width), generator=gen).float() / 16  # dyadic: exact running sums
-    if negative_entropy:
-        entropy -= 1.0
-    old = -torch.rand(bs, width, generator=gen) * 4
-    ref = old + torch.randn(bs, width, generator=gen) * 0.3
-    return {"token_level_rewards": rewards, "response_mask": mask.float(), "index": index,
-            "old_entropy": entropy, "old_log_probs": old, "ref_log_prob": ref}
-
-
 def check(preset, batch, cfg, norm=True, atol=2e-5, rtol=2e-5, **call):
     config = {"norm_adv_by_std_in_grpo": norm, preset: dict(cfg)}
     kw = {**batch, **call}
@@ -213,41 +192,6 @@ def check(preset, batch, cfg, norm=True, atol=2e-5, rtol=2e-5, **call):
     return adv
 
 
-CONFIGS = [
-    {},
-    {"bucket_coord": "position"},
-    {"bucket_coord": "cum_entropy"},
-    {"bucket_norm": "center"},
-    {"entropy_stats_scope": "batch"},
-    {"entropy_stats_scope": "batch", "gate_norm": "none"},
-    {"gate_norm": "none", "gate_gamma": 5.0},
-    {"gate_gamma": 0.0},
-    {"zero_var_fallback": True, "reward_threshold": 0.25},
-    {"zero_var_fallback": False},
-    {"anchor_gate": False},
-    {"adv_clip": 0.7},
-    {"top_entropy_ratio": 0.2},
-    {"top_entropy_ratio": 1.0, "bucket_coord": "cum_entropy"},
-    {"gate": False},
-    {"progress_coef": 0.0},
-    {"gate": False, "progress_coef": 0.0},
-    {"gate": False, "bucket_coord": "cum_entropy", "progress_coef": 1.0},
-    {"num_buckets": 1},
-    {"num_buckets": 13, "bucket_coord": "cum_entropy"},
-    {"epsilon": 1e-3, "logratio_scale": 0.5},
-    {"entropy_stats_scope": "batch", "bucket_norm": "center", "gate_norm": "none", "adv_clip": 1.5,
-     "top_entropy_ratio": 0.5, "bucket_coord": "cum_entropy", "anchor_gate": False, "zero_var_fallback": True},
-]
-BATCHES = {
-    "right_padded": {},
-    "holes": {"holes": True},
-    "shuffled_groups": {"shuffle": True},
-    "single_response_groups": {"singles": True, "shuffle": True},
-    "continuous_rewards": {"binary": False, "group": 6},
-    "odd_width": {"width": 37, "holes": True},  # no block size divides it: sequential segment sums
-}
-
-
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "defaults")
 @pytest.mark.parametrize("preset", ["erpo", "ep_grpo"])
 @pytest.mark.parametrize("kind", list(BATCHES))
@@ -263,7 +207,8 @@ def test_norm_adv_by_std_false(preset, norm):
 
 
 @pytest.mark.parametrize("cfg", [{}, {"entropy_stats_scope": "batch"}, {"top_entropy_ratio": 0.3},
-                                 {"bucket_coord": "cum_entropy", "bucket_norm": "center"}])
+                                 {"bucket_coord": "cum_entropy", "bucket_norm": "center"},
+                                 {"bucket_edges": "floor", "bucket_std": "unbiased", "entropy_stats_scope": "response"}])
 @pytest.mark.parametrize("preset", ["erpo", "ep_grpo"])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_many_chunks(monkeypatch, preset, cfg, shuffle):
@@ -282,7 +227,8 @@ def test_large_batch_real_blocks(monkeypatch, preset):
 
 
 @pytest.mark.parametrize("cfg", [{"bucket_coord": "cum_entropy"}, {"bucket_coord": "cum_entropy", "num_buckets": 3},
-                                 {"bucket_coord": "cum_entropy", "entropy_stats_scope": "batch"}])
+                                 {"bucket_coord": "cum_entropy", "entropy_stats_scope": "batch"},
+                                 {"bucket_coord": "cum_entropy", "bucket_edges": "floor"}])
 @pytest.mark.parametrize("preset", ["erpo", "ep_grpo"])
 def test_negative_entropies_use_per_token_buckets(preset, cfg):
     """Running sums of negative entropies are not monotone: the per-token bucket path, same result."""
@@ -385,7 +331,8 @@ def test_dapo_and_grpo_forking(monkeypatch, kind, ratio, chunk):
 @pytest.mark.parametrize("width", [64, 256, 4096, 40, 37])
 @pytest.mark.parametrize("k", [1, 3, 10, 50])
 def test_bucket_range_sums(width, k):
-    from erpo_verl.estimators.entropy_progress import _position_starts, _RangeBuckets, _Workspace
+    from erpo_verl.estimators.buckets import RangeBuckets, position_starts
+    from erpo_verl.estimators.workspace import Workspace
 
     gen = torch.Generator().manual_seed(width * 100 + k)
     rows = 24
@@ -394,8 +341,8 @@ def test_bucket_range_sums(width, k):
     mf = (torch.arange(width).unsqueeze(0) < n.unsqueeze(1)).float()
     # large values with small differences: a short range next to large ones is where cancellation would show
     x = (1000.0 + torch.randn(rows, width, generator=gen)) * torch.where(torch.rand(rows, width, generator=gen) < 0.5, 1.0, -1.0)
-    starts = _position_starts(k, n, width)
-    buckets = _RangeBuckets(starts, mf, n, _Workspace(rows, width, "cpu"))
+    starts = position_starts(k, n, mf, right_padded=True, floor=False)
+    buckets = RangeBuckets(starts, mf, n, Workspace(rows, width, "cpu"), right_padded=True)
     got = buckets.segment_sum(x).double()
     x64 = x.double()
     for i in range(rows):
@@ -412,13 +359,16 @@ def test_bucket_range_sums(width, k):
                                       torch.empty(rows, width)), (ids + torch.arange(rows).unsqueeze(1) * k).float())
 
 
-@pytest.mark.parametrize("width", [64, 512, 40])
+@pytest.mark.parametrize("floor", [False, True])
+@pytest.mark.parametrize("width", [64, 512, 40, 37])
 @pytest.mark.parametrize("k", [1, 2, 7, 10, 13])
-def test_cum_entropy_edges_are_the_exact_buckets(width, k):
-    """The blocked search for the cumulative-entropy bucket edges equals ⌈K S_t / S⌉ − 1 in exact arithmetic."""
+def test_cum_entropy_edges_are_the_exact_buckets(width, k, floor):
+    """The blocked search for the cumulative-entropy bucket edges equals ⌈K S_t / S⌉ − 1 (ceil) or
+    min(⌊K S_{t−1} / S⌋, K − 1) (floor, spec §8) in exact arithmetic."""
     from fractions import Fraction
 
-    from erpo_verl.estimators.entropy_progress import _block_size, _cum_entropy_edges
+    from erpo_verl.estimators.buckets import block_size as _block_size
+    from erpo_verl.estimators.buckets import cum_entropy_edges as _cum_entropy_edges
 
     gen = torch.Generator().manual_seed(width + k)
     rows = 16
@@ -428,13 +378,17 @@ def test_cum_entropy_edges_are_the_exact_buckets(width, k):
     h[0, :] = 0.0
     h[0, 0] = 1.0  # all the entropy on the first token
     h[1] = mask[1] * 0.5  # constant entropy
-    edges = _cum_entropy_edges(h, k, _block_size(width))
+    edges = _cum_entropy_edges(h, k, _block_size(width) or 1, floor)
     for i in range(rows):
         values = [Fraction(v) for v in h[i].tolist()]
         total, running, expected = sum(values), Fraction(0), []
         for t in range(width):
+            before = running
             running += values[t]
-            expected.append(min(max(math.ceil(k * running / total) - 1, 0), k - 1))
+            if floor:
+                expected.append(min(math.floor(k * before / total), k - 1))
+            else:
+                expected.append(min(max(math.ceil(k * running / total) - 1, 0), k - 1))
         got = torch.searchsorted(edges[i].contiguous(), torch.arange(width), right=True).tolist()
         assert got == expected, i
 

@@ -54,9 +54,11 @@ def test_unknown_key_names_it_and_lists_valid_keys(kw, preset):
 
 CHOICE_ERRORS = [
     ("gate_norm", "mean2", ["mean1", "none"]),
-    ("entropy_stats_scope", "global", ["group", "batch"]),
+    ("entropy_stats_scope", "global", ["group", "batch", "response"]),
     ("bucket_coord", "token", ["position", "cum_entropy"]),
     ("bucket_norm", "minmax", ["zscore", "center"]),
+    ("bucket_edges", "round", ["ceil", "floor"]),
+    ("bucket_std", "sample", ["population", "unbiased"]),
 ]
 
 

@@ -256,12 +256,13 @@ def test_ablation_entry_dry_run_composes_every_default_ablation_with_the_same_se
 def test_ablation_entry_maps_every_switch_for_the_ep_grpo_base_and_rejects_unknown_names(tmp_path, fake_python):
     # the stand-in Python records the recipe_check call: tests the shell mapping without composing
     fake = fake_python
-    names = "base gate_off progress_off bucket_position bucket_cum_entropy zero_var_off zero_var_on"
+    names = ("base gate_off progress_off bucket_position bucket_cum_entropy zero_var_off zero_var_on edges_floor "
+             "std_unbiased stats_response stats_batch third_party")
     env = recipe_env(tmp_path, DRY_RUN="1", ABLATION_BASE="ep_grpo", ABLATIONS=names, PYTHON=str(fake))
     result = run_script("ablate_erpo.sh", env, "trainer.total_training_steps=5")
     assert result.returncode == 0, _fail_message(result)
     calls = [c.strip().splitlines() for c in result.stdout.split("CALL\n") if c.strip()]
-    assert len(calls) == 7
+    assert len(calls) == 12
     expected = {
         "base": None,
         "gate_off": "+algorithm.ep_grpo.gate=false",
@@ -270,13 +271,20 @@ def test_ablation_entry_maps_every_switch_for_the_ep_grpo_base_and_rejects_unkno
         "bucket_cum_entropy": "+algorithm.ep_grpo.bucket_coord=cum_entropy",
         "zero_var_off": "+algorithm.ep_grpo.zero_var_fallback=false",
         "zero_var_on": "+algorithm.ep_grpo.zero_var_fallback=true",
+        "edges_floor": "+algorithm.ep_grpo.bucket_edges=floor",
+        "std_unbiased": "+algorithm.ep_grpo.bucket_std=unbiased",
+        "stats_response": "+algorithm.ep_grpo.entropy_stats_scope=response",
+        "stats_batch": "+algorithm.ep_grpo.entropy_stats_scope=batch",
+        "third_party": ["+algorithm.ep_grpo.bucket_edges=floor", "+algorithm.ep_grpo.bucket_std=unbiased",
+                        "+algorithm.ep_grpo.entropy_stats_scope=response", "+algorithm.ep_grpo.anchor_gate=false"],
     }
     for name, args in zip(names.split(), calls, strict=True):
         assert args[:2] == ["-m", "erpo_verl.tools.recipe_check"]
         assert f"trainer.experiment_name=ep_grpo-Qwen2.5-7B-math-ablate-{name}" in args
         assert "algorithm.adv_estimator=ep_grpo" in args and args[-1] == "trainer.total_training_steps=5"
         switches = [a for a in args if a.startswith("+algorithm.ep_grpo.")]
-        assert switches == ([expected[name]] if expected[name] else [])
+        want = expected[name]
+        assert switches == (want if isinstance(want, list) else [want] if want else [])
 
     bad = run_script("ablate_erpo.sh", recipe_env(tmp_path, DRY_RUN="1", ABLATIONS="gate_of", PYTHON=str(fake)))
     assert bad.returncode == 2 and "unknown ablation 'gate_of'" in bad.stderr and "gate_off" in bad.stderr
@@ -421,7 +429,8 @@ def test_missing_data_is_reported_with_the_data_prep_command(tmp_path, toy_asset
     result = run_script("run_erpo_qwen7b.sh", env, timeout=120)
     _assert_stopped_before_training(result)
     assert f"data file {missing} does not exist" in result.stderr
-    assert "python -m data_prep" in result.stderr and "--repeat 16" in result.stderr
+    assert "erpo-data math500 --out" in result.stderr and "--repeat 16" in result.stderr
+    assert "python -m data_prep" not in result.stderr  # the docs' name for the tool
     assert "model path" not in result.stderr
 
 
@@ -458,6 +467,7 @@ def _cpu_run(tmp_path, toy_assets, algo):
     )
     result = run_script(f"run_{algo}_qwen7b.sh", env, timeout=900)
     assert result.returncode == 0, _fail_message(result)
+    assert f"Per-step metrics: {metrics}" in result.stderr.strip().splitlines()[-1]  # the last line says where
     from erpo_verl.tools.metrics_io import load_metrics
 
     records = load_metrics(metrics)
@@ -495,8 +505,12 @@ ENTROPY_METHOD_RECIPES = {
             "actor_rollout_ref.actor.policy_loss._target_": "erpo_verl.integration.aer_loss.AERPolicyLossConfig",
             "actor_rollout_ref.actor.policy_loss.aer_target_ratio": 0.4,
             "actor_rollout_ref.actor.calculate_entropy": True,
+            # the entropy term's softmax is recomputed in backward (issue 11 §3.9; docs/reproduction.md §3)
+            "actor_rollout_ref.actor.entropy_checkpointing": True,
+            "actor_rollout_ref.actor.fsdp_config.entropy_checkpointing": True,
         },
-        {"actor_rollout_ref.actor.policy_loss._target_", "actor_rollout_ref.actor.calculate_entropy"},
+        {"actor_rollout_ref.actor.policy_loss._target_", "actor_rollout_ref.actor.calculate_entropy",
+         "actor_rollout_ref.actor.entropy_checkpointing", "actor_rollout_ref.actor.fsdp_config.entropy_checkpointing"},
     ),
     "forking": (
         "dapo",

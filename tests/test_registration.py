@@ -44,9 +44,8 @@ try:
 except Exception as exc:
     result["erpo_sync"] = "error: " + str(exc)
 import verl.utils.config as vcfg
-result["validate_config_wrapped"] = bool(getattr(vcfg.validate_config, "_erpo_preflight", False))
-result["validate_config_wrapped_once"] = not getattr(getattr(vcfg.validate_config, "__wrapped__", None),
-                                                     "_erpo_preflight", False)
+result["validate_config_wrapped"] = bool((getattr(vcfg.validate_config, "__erpo_touchpoint__", None) == "wrapper.validate_config"))
+result["validate_config_wrapped_once"] = not (getattr(getattr(vcfg.validate_config, "__wrapped__", None), "__erpo_touchpoint__", None) == "wrapper.validate_config")
 """
 
 
@@ -107,7 +106,7 @@ result["identity"] = {
     "trainer_subclass": issubclass(ERPOTrainerSync, PPOTrainerSync),
     # main_ppo binds validate_config at import time: it must have bound the wrapper (driver-side preflight)
     "main_ppo_wrapped": main_ppo.validate_config is vcfg.validate_config
-                        and getattr(main_ppo.validate_config, "_erpo_preflight", False),
+                        and (getattr(main_ppo.validate_config, "__erpo_touchpoint__", None) == "wrapper.validate_config"),
     "setup_error_is_value_error": issubclass(ERPOSetupError, ValueError),
 }
 print(json.dumps(result))
@@ -130,8 +129,8 @@ import erpo_verl.integration.trainer_mode as ts
 print(json.dumps({
     **{name: core_algos.get_adv_estimator_fn(name) is fn for name, (fn, _) in est.ESTIMATORS.items()},
     "trainer": get_trainer_cls("erpo_sync") is ts.ERPOTrainerSync,
-    "wrapped_once": vcfg.validate_config._erpo_preflight
-                    and not getattr(vcfg.validate_config.__wrapped__, "_erpo_preflight", False),
+    "wrapped_once": vcfg.validate_config.__erpo_touchpoint__ == "wrapper.validate_config"
+                    and not (getattr(vcfg.validate_config.__wrapped__, "__erpo_touchpoint__", None) == "wrapper.validate_config"),
 }))
 """
 
@@ -140,7 +139,7 @@ before = dict(result)
 import erpo_verl.integration.register
 after = {n: qual(core_algos.get_adv_estimator_fn(n)) for n in __NAMES__}
 after["erpo_sync"] = qual(get_trainer_cls("erpo_sync"))
-after["validate_config_wrapped"] = bool(getattr(vcfg.validate_config, "_erpo_preflight", False))
+after["validate_config_wrapped"] = bool((getattr(vcfg.validate_config, "__erpo_touchpoint__", None) == "wrapper.validate_config"))
 print(json.dumps({"before": before, "after": after}))
 """.replace("__NAMES__", json.dumps(OUR_NAMES))
 

@@ -19,13 +19,9 @@ from omegaconf import OmegaConf
 import verl  # noqa: F401  (loads the plugin through the entry point)
 import verl.utils.config as vucfg
 from erpo_verl.estimators import compute_ep_grpo_advantage, compute_erpo_advantage
-from erpo_verl.integration.preflight import (
-    ERPOSetupError,
-    accepted_extra_inputs,
-    compute_advantage_with_extras,
-    preflight,
-    wrap_validate_config,
-)
+from erpo_verl.estimators.inputs import accepts_extra_inputs
+from erpo_verl.integration.advantage_step import accepted_extra_inputs, compute_advantage_with_extras
+from erpo_verl.integration.preflight import ERPOSetupError, preflight, wrap_validate_config
 from verl import DataProto
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
@@ -224,6 +220,7 @@ def registry():
 def test_third_party_estimator_declaring_old_entropy_receives_it(registry):
     seen = {}
 
+    @accepts_extra_inputs
     def entropy_estimator(token_level_rewards, response_mask, index=None, config=None, old_entropy=None,
                           metrics=None, **kwargs):
         seen.update(old_entropy=old_entropy, kwargs=kwargs, index=index, config=config)
@@ -248,6 +245,7 @@ def test_third_party_estimator_declaring_old_entropy_receives_it(registry):
 def test_third_party_estimator_declaring_log_probs_receives_them(registry):
     seen = {}
 
+    @accepts_extra_inputs
     def logprob_estimator(token_level_rewards, response_mask, index=None, config=None, *, old_log_probs=None,
                           ref_log_prob=None):
         seen.update(old=old_log_probs, ref=ref_log_prob)
@@ -262,6 +260,7 @@ def test_third_party_estimator_declaring_log_probs_receives_them(registry):
 def test_third_party_estimator_with_only_kwargs_gets_verls_arguments(registry):
     seen = {}
 
+    @accepts_extra_inputs
     def kwargs_estimator(**kwargs):
         seen.update(kwargs)
         adv = kwargs["token_level_rewards"] * 0
@@ -393,6 +392,7 @@ def test_preflight_warns_about_dynamic_sampling_with_ep_grpo(caplog):
 
 
 def test_preflight_for_a_third_party_estimator_follows_its_signature(registry):
+    @accepts_extra_inputs
     def needs_ref(token_level_rewards, response_mask, index=None, config=None, ref_log_prob=None, **kwargs):
         return token_level_rewards, token_level_rewards
 
@@ -422,7 +422,7 @@ def test_validate_config_wrapper_raises_before_verls_checks():
 
 def original_validate_config():
     wrapped = vucfg.validate_config
-    assert getattr(wrapped, "_erpo_preflight", False), "verl.utils.config.validate_config is not wrapped"
+    assert (getattr(wrapped, "__erpo_touchpoint__", None) == "wrapper.validate_config"), "verl.utils.config.validate_config is not wrapped"
     return wrapped.__wrapped__
 
 
@@ -452,7 +452,7 @@ def test_validate_config_wrapper_passes_the_updated_reference_flag():
 
     wrap_validate_config(FakeModule)
     wrap_validate_config(FakeModule)  # idempotent: not wrapped twice
-    assert not getattr(FakeModule.validate_config.__wrapped__, "_erpo_preflight", False)
+    assert not (getattr(FakeModule.validate_config.__wrapped__, "__erpo_touchpoint__", None) == "wrapper.validate_config")
     FakeModule.validate_config(verl_config("algorithm.adv_estimator=erpo", *ERPO_SYNC), False, False)
     FakeModule.validate_config(verl_config("algorithm.adv_estimator=grpo"), False, True)
     assert calls == [(True, False), (False, True)]

@@ -1,6 +1,6 @@
 """Configuration of the entropy-progress estimator family (ERPO, EP-GRPO).
 
-The keys, defaults and ranges are those of ``shared/spec/algorithms.md`` §5. Hyper-parameters live in
+The keys, defaults and ranges are those documented in ``docs/algorithms.md`` (Configuration). Hyper-parameters live in
 verl's ``algorithm`` section under ``algorithm.erpo`` (for ``adv_estimator=erpo``) or ``algorithm.ep_grpo``
 (for ``adv_estimator=ep_grpo``); on a stock verl command line add them with a leading ``+``, e.g.
 ``+algorithm.erpo.gate_gamma=3.0``.
@@ -17,17 +17,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# key -> its valid values; the first one is the default (spec §5 and §8)
 _CHOICES = {
     "gate_norm": ("mean1", "none"),
-    "entropy_stats_scope": ("group", "batch"),
+    "entropy_stats_scope": ("group", "batch", "response"),
     "bucket_coord": ("position", "cum_entropy"),
     "bucket_norm": ("zscore", "center"),
+    "bucket_edges": ("ceil", "floor"),
+    "bucket_std": ("population", "unbiased"),
 }
 
 
 @dataclass(frozen=True)
 class EntropyProgressConfig:
-    """Hyper-parameters of the entropy-progress token advantage (spec §5).
+    """Hyper-parameters of the entropy-progress token advantage (spec §5); the defaults are ERPO's.
 
     Attributes:
         gate: multiply the outcome advantage by the entropy gate W (ERPO's "entropy-aware gating").
@@ -35,7 +38,8 @@ class EntropyProgressConfig:
         gate_norm: ``mean1`` rescales W to mean 1 over the valid tokens of its scope (keeps GRPO's gradient
             scale); ``none`` leaves W in (0, 1).
         entropy_stats_scope: where the entropy z-score and the ``mean1`` mean are pooled: over the prompt
-            ``group`` (the papers' Norm_G) or the whole ``batch``.
+            ``group`` (the papers' Norm_G), the whole ``batch``, or each ``response`` alone (the third-party
+            implementation, spec §8).
         progress_coef: η ≥ 0, weight of the implicit process term Ψ; 0 switches it off (and the reference
             log-probs are then not needed).
         logratio_scale: λ > 0 in s = λ (log π_old − log π_ref).
@@ -43,6 +47,9 @@ class EntropyProgressConfig:
             ``cum_entropy``, the cumulative-entropy share (EP-GRPO).
         num_buckets: K ≥ 1 progress buckets.
         bucket_norm: ``zscore`` or ``center`` normalization of s inside each (group, bucket).
+        bucket_edges: ``ceil``: b = clamp(⌈K τ⌉ − 1, 0, K−1), the last token in bucket K−1; ``floor`` (spec §8):
+            b = min(⌊K τ⁻⌋, K−1) with τ⁻ the progress *before* the token, the first token in bucket 0.
+        bucket_std: σ_{g,b} of the z-score with ``population`` (n) or ``unbiased`` (n − 1) denominator.
         zero_var_fallback: in groups whose rewards are all equal (or that have one response) anchor the
             progress term on sign(R − θ) instead of switching it off (EP-GRPO).
         reward_threshold: θ of the fallback; 0.5 for {0, 1} rewards, 0 for {−1, +1} rewards.
@@ -62,6 +69,8 @@ class EntropyProgressConfig:
     bucket_coord: str = "position"
     num_buckets: int = 10
     bucket_norm: str = "zscore"
+    bucket_edges: str = "ceil"
+    bucket_std: str = "population"
     zero_var_fallback: bool = False
     reward_threshold: float = 0.5
     anchor_gate: bool = True
@@ -192,22 +201,9 @@ def check_ratio(ratio: Any, key: str = "top_entropy_ratio") -> float | None:
     return float(ratio)
 
 
+# The presets, written once: ERPO is the dataclass defaults above; EP-GRPO is ERPO with these changes.
 ERPO_DEFAULTS: dict[str, Any] = {
-    "gate": True,
-    "gate_gamma": 2.0,
-    "gate_norm": "mean1",
-    "entropy_stats_scope": "group",
-    "progress_coef": 0.2,
-    "logratio_scale": 0.1,
-    "bucket_coord": "position",
-    "num_buckets": 10,
-    "bucket_norm": "zscore",
-    "zero_var_fallback": False,
-    "reward_threshold": 0.5,
-    "anchor_gate": True,
-    "adv_clip": None,
-    "epsilon": 1e-6,
-    "top_entropy_ratio": None,
+    f.name: f.default for f in dataclasses.fields(EntropyProgressConfig) if not f.metadata.get("from_algorithm")
 }
-
-EP_GRPO_DEFAULTS: dict[str, Any] = {**ERPO_DEFAULTS, "bucket_coord": "cum_entropy", "zero_var_fallback": True}
+EP_GRPO_CHANGES: dict[str, Any] = {"bucket_coord": "cum_entropy", "zero_var_fallback": True}
+EP_GRPO_DEFAULTS: dict[str, Any] = {**ERPO_DEFAULTS, **EP_GRPO_CHANGES}

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from erpo_verl.estimators.forking import OutcomeOptions, masked_outcome_advantage, outcome_config
+from erpo_verl.estimators.outcome_family import OutcomeOptions, masked_outcome_advantage, outcome_config
 
 CONFIG_SECTION = "dapo"
 

@@ -12,8 +12,9 @@ EP-GRPO is the same estimator family as ERPO (same authors) with two changes aim
   (θ = 0.5 for {0, 1} rewards, 0 for {−1, +1}).
 
 Everything else (gate W, implicit signal s = λ (log π_old − log π_ref), z-scoring per (group, bucket)) is as
-in :mod:`erpo_verl.estimators.erpo`; equations in :mod:`erpo_verl.estimators.entropy_progress`, provenance
-of each default in ``docs/algorithms.md``. Hyper-parameters: ``algorithm.ep_grpo.*``.
+in :mod:`erpo_verl.estimators.erpo`: the preset is ERPO's with ``config.EP_GRPO_CHANGES``. Equations in
+:mod:`erpo_verl.estimators.reference` and :mod:`erpo_verl.estimators.entropy_progress`, provenance of each
+default in ``docs/algorithms.md``. Hyper-parameters: ``algorithm.ep_grpo.*``.
 
 Do not combine with DAPO's dynamic sampling (``algorithm.filter_groups``): EP-GRPO keeps zero-variance
 groups on purpose.

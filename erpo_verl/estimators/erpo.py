@@ -13,7 +13,9 @@ ERPO replaces GRPO's one-advantage-per-response with a token-level advantage bui
 Defaults (``algorithm.erpo.*``): γ = 2, λ = 0.1, η = 0.2, K = 10, group-scoped statistics, no zero-variance
 fallback. The paper's method section is not public; which values come from the paper, from secondary
 sources, or are ours is listed in ``docs/algorithms.md``. The full equations are in
-:mod:`erpo_verl.estimators.entropy_progress`.
+:mod:`erpo_verl.estimators.entropy_progress` (fast path) and :mod:`erpo_verl.estimators.reference` (plain form);
+options of spec §8 (``bucket_edges``, ``bucket_std``, ``entropy_stats_scope: response``) switch to the conventions
+of a third-party implementation citing ERPO Eq. 9.
 
 Inputs beyond stock verl: the old-policy entropy, ``old_log_probs`` and ``ref_log_prob`` — run verl with
 ``trainer.v1.trainer_mode=erpo_sync`` so they are forwarded.

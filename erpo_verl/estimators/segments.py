@@ -1,12 +1,10 @@
-"""Segment (group / bucket) statistics without Python loops over samples or tokens.
+"""Groups and chunks: the bookkeeping that lets the estimators avoid Python loops over samples or tokens.
 
-Every statistic of the estimators is a mean or a standard deviation over a *segment*: the responses of
-one prompt group, the valid tokens of one group, or the valid tokens of one (group, progress-bucket)
-cell. They are computed with ``index_add_`` into a small per-segment buffer and gathered back, so the
-cost is a few linear passes over the batch whatever the number of groups.
-
-Variances are two-pass (mean first, then the centred sum of squares) in float32: the one-pass
-E[x²] − E[x]² form loses all precision when |mean| ≫ std, e.g. log-ratios on long responses.
+* :func:`group_ids` maps verl's ``uid`` array to contiguous int64 group ids;
+* :func:`segment_sum` adds per-row values into per-group (or per-cell) totals with ``index_add_``, so a
+  group statistic costs a pass over the rows, not over the tokens;
+* :class:`GroupChunks` cuts the batch into cache-sized chunks of whole groups, so that every per-group
+  statistic is finished within one chunk.
 """
 
 from __future__ import annotations
@@ -45,43 +43,6 @@ def segment_sum(values: torch.Tensor, seg: torch.Tensor, num_segments: int) -> t
     """Sum of ``values`` per segment (1-D inputs of equal length)."""
     out = torch.zeros(num_segments, dtype=values.dtype, device=values.device)
     return out.index_add_(0, seg, values)
-
-
-def segment_mean_std(
-    values: torch.Tensor, seg: torch.Tensor, num_segments: int, weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean and *population* standard deviation of ``values`` per segment.
-
-    ``weights`` (0/1) selects the elements that count; returns ``(mean, std, count)`` per segment, with
-    mean = std = 0 for an empty segment.
-    """
-    if weights is None:
-        weights = torch.ones_like(values)
-    count = segment_sum(weights, seg, num_segments)
-    safe = count.clamp_min(1.0)
-    mean = segment_sum(values * weights, seg, num_segments) / safe
-    centred = (values - mean[seg]) * weights
-    var = segment_sum(centred * centred, seg, num_segments) / safe
-    return mean, var.sqrt(), count
-
-
-def rowwise_segment_mean_std(
-    values: torch.Tensor, mask: torch.Tensor, row_seg: torch.Tensor, num_segments: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean / population std over the *valid tokens* of each segment of rows.
-
-    ``values`` and ``mask`` are (bs, L) with ``values`` already zero where ``mask`` is 0; ``row_seg`` (bs,)
-    gives each row's segment. Rows are reduced first (one pass over the tokens), then the (bs,) partial
-    sums are added into segments, so the scatter touches bs elements, not bs·L.
-    Returns per-segment ``(mean, std, token_count)``.
-    """
-    count = segment_sum(mask.sum(dim=1), row_seg, num_segments)
-    safe = count.clamp_min(1.0)
-    mean = segment_sum(values.sum(dim=1), row_seg, num_segments) / safe
-    centred = (values - mean[row_seg].unsqueeze(1)) * mask
-    var = segment_sum(centred.square_().sum(dim=1), row_seg, num_segments) / safe
-    return mean, var.sqrt(), count
-
 
 
 # ---------------------------------------------------------------------------------------------------------

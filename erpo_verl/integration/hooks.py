@@ -81,5 +81,8 @@ def after_import(module_name: str, callback: Callable[[ModuleType], None]) -> No
             _pending.setdefault(module_name, []).append(callback)
             if _finder not in sys.meta_path:
                 sys.meta_path.insert(0, _finder)
+                from erpo_verl.integration.touchpoints import mark_applied
+
+                mark_applied("hook.post_import")
             return
     callback(module)

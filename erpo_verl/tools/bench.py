@@ -1,6 +1,6 @@
 """``make bench``: time the advantage estimators against verl's GRPO and a memory-bandwidth floor.
 
-    python -m erpo_verl.tools.bench --out outputs/bench [--tiny] [--repeats 7] [--trainer-overhead]
+    python -m erpo_verl.tools.bench --out outputs/bench [--tiny] [--repeats 7] [--cases erpo,ep_grpo] [--trainer-overhead]
 
 Batches are shaped like real RL steps: 8,192 responses (512 prompts × 16), right-padded to 4,096 tokens with
 a jagged length spread (a log-normal around a quarter of the width, clipped, plus a spike of truncated
@@ -12,7 +12,12 @@ and ¼ and ½ of that batch for the scaling exponent. In one process, interleave
   for the outcome estimators; rewards, mask, old entropy, old and reference log-probs for ERPO/EP-GRPO — and
   writes one float32 output of the same shape (row blocks, so that each input is read from memory once);
 * verl's ``grpo`` (``compute_grpo_outcome_advantage``) and ``grpo_vectorized``;
-* our ``dapo``, ``erpo`` and ``ep_grpo``, called as the trainer calls them (``algorithm`` config, ``metrics``).
+* our ``dapo``, ``erpo`` and ``ep_grpo``, called as the trainer calls them (``algorithm`` config, ``metrics``);
+* ``erpo:<option>`` / ``ep_grpo:<option>``: the same with one option of spec §8 switched on (``floor``:
+  ``bucket_edges=floor``, ``unbiased``: ``bucket_std=unbiased``, ``response``: ``entropy_stats_scope=response``)
+  and with all three (``floor+unbiased+response``): the targets hold with every option on and off;
+* ``erpo:reference`` / ``ep_grpo:reference``: the plain implementation of :mod:`erpo_verl.estimators.reference`
+  in float32, the readable form that the fast path is held equal to (no target: it shows what the fast path buys).
 
 Sizes and cases are interleaved too (all batches stay in memory). It reports milliseconds, padded tokens per
 second, the ratio to the estimator's floor and to verl's ``grpo``,
@@ -52,12 +57,22 @@ MEDIAN_FRACTION = 0.25
 LENGTH_SIGMA = 0.8
 TRUNCATED = 0.08
 
-CASES = ("floor_outcome", "floor", "grpo", "grpo_vectorized", "dapo", "erpo", "ep_grpo")
+# the options of spec §8, one at a time and together (the presets' defaults are the "off" rows erpo / ep_grpo)
+OPTIONS = {
+    "floor": {"bucket_edges": "floor"},
+    "unbiased": {"bucket_std": "unbiased"},
+    "response": {"entropy_stats_scope": "response"},
+    "floor+unbiased+response": {"bucket_edges": "floor", "bucket_std": "unbiased", "entropy_stats_scope": "response"},
+}
+PRESETS = ("erpo", "ep_grpo")
+VARIANTS = tuple(f"{preset}:{option}" for preset in PRESETS for option in OPTIONS)
+REFERENCES = tuple(f"{preset}:reference" for preset in PRESETS)
+CASES = ("floor_outcome", "floor", "grpo", "grpo_vectorized", "dapo", "erpo", "ep_grpo", *VARIANTS, *REFERENCES)
 FLOOR_OF = {"grpo": "floor_outcome", "grpo_vectorized": "floor_outcome", "dapo": "floor_outcome",
-            "erpo": "floor", "ep_grpo": "floor"}
+            **{name: "floor" for name in ("erpo", "ep_grpo", *VARIANTS, *REFERENCES)}}
 INPUTS_OF = {"floor_outcome": "rewards, mask", "floor": "rewards, mask, entropy, old/ref log-probs"}
 TARGETS = {"ratio_floor": 6.0, "ratio_grpo": 3.0, "bytes_per_token": 40.0, "exponent": (0.9, 1.1)}
-TARGET_CASES = ("erpo", "ep_grpo")
+TARGET_CASES = ("erpo", "ep_grpo", *VARIANTS)
 FLOOR_BLOCK_TOKENS = 1 << 19
 
 
@@ -102,17 +117,28 @@ def floor_pass(tensors: list[torch.Tensor], block_tokens: int = FLOOR_BLOCK_TOKE
 
 def case_functions(batch: dict, names=CASES) -> dict:
     """name -> zero-argument callable running that case on ``batch`` (as verl's trainer would call it)."""
-    from erpo_verl.estimators import compute_dapo_outcome_advantage, compute_ep_grpo_advantage, compute_erpo_advantage
+    from erpo_verl.estimators import ESTIMATORS, compute_dapo_outcome_advantage, reference_advantage
 
     rewards, mask, index = batch["token_level_rewards"], batch["response_mask"], batch["index"]
     extras = {k: batch[k] for k in ("old_entropy", "old_log_probs", "ref_log_prob")}
     config = {"norm_adv_by_std_in_grpo": True}
+
+    def estimator(preset: str, options: dict):
+        fn, build = ESTIMATORS[preset]
+        cfg = {**config, preset: options}
+        return lambda: fn(rewards, mask, index, cfg, metrics={}, **extras)[0]
+
+    def reference(preset: str):
+        cfg = ESTIMATORS[preset][1](config)
+        return lambda: reference_advantage(rewards, mask, index, cfg, **extras, dtype=torch.float32)
+
     fns = {
         "floor_outcome": lambda: floor_pass([rewards, mask]),
         "floor": lambda: floor_pass([rewards, mask, *extras.values()]),
         "dapo": lambda: compute_dapo_outcome_advantage(rewards, mask, index, config, metrics={})[0],
-        "erpo": lambda: compute_erpo_advantage(rewards, mask, index, config, metrics={}, **extras)[0],
-        "ep_grpo": lambda: compute_ep_grpo_advantage(rewards, mask, index, config, metrics={}, **extras)[0],
+        **{preset: estimator(preset, {}) for preset in PRESETS},
+        **{f"{preset}:{option}": estimator(preset, values) for preset in PRESETS for option, values in OPTIONS.items()},
+        **{f"{preset}:reference": reference(preset) for preset in PRESETS},
     }
     if "grpo" in names or "grpo_vectorized" in names:
         from verl.trainer.ppo import core_algos
@@ -295,14 +321,15 @@ def markdown_table(section: dict, sizes: dict) -> str:
             f"{_fmt(row['exponent'], '.2f')} |"
         )
     if section["targets"]:
-        lines += ["", "| target | " + " | ".join(section["targets"]) + " |", "|---|" + "---|" * len(section["targets"])]
-        for key, label in (("ratio_floor", "× floor ≤ 6"), ("ratio_grpo", "× verl grpo ≤ 3"),
-                           ("bytes_per_token", "peak ≤ 40 B/token"), ("exponent", "exponent in [0.9, 1.1]")):
+        keys = (("ratio_floor", "× floor ≤ 6"), ("ratio_grpo", "× verl grpo ≤ 3"),
+                ("bytes_per_token", "peak ≤ 40 B/token"), ("exponent", "exponent in [0.9, 1.1]"))
+        lines += ["", "| targets | " + " | ".join(label for _, label in keys) + " |", "|---|" + "---|" * len(keys)]
+        for name, t in section["targets"].items():
             cells = []
-            for name, t in section["targets"].items():
+            for key, _ in keys:
                 v = t[key]["value"]
                 cells.append(("met" if t[key]["met"] else "**NOT met**") + (f" ({v:.2f})" if v is not None else ""))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -367,10 +394,10 @@ def overhead_table(overhead: dict) -> str:
 # main
 # ---------------------------------------------------------------------------------------------------------
 def run_device(device: str, sizes_spec: dict, repeats: int, seed: int, memory: bool, memory_sizes,
-               shared_memory_process: bool = False) -> dict:
+               shared_memory_process: bool = False, names: tuple[str, ...] = CASES) -> dict:
     sizes, times, mem = {}, {}, {}
     if memory and device == "cpu":
-        groups = [CASES] if shared_memory_process else [(case,) for case in CASES]
+        groups = [names] if shared_memory_process else [(case,) for case in names]
         jobs = [(size, cases) for size in memory_sizes for cases in groups]
         with ThreadPoolExecutor(max_workers=2) as pool:  # before the timings, which then run alone
             results = pool.map(lambda job: measure_memory(job[1], *sizes_spec[job[0]], seed), jobs)
@@ -381,9 +408,9 @@ def run_device(device: str, sizes_spec: dict, repeats: int, seed: int, memory: b
         batches[size] = make_batch(bs, width, seed, device)
         sizes[size] = {"bs": bs, "width": width, "tokens": bs * width, "valid_frac": batches[size]["valid_frac"]}
         if memory and device.startswith("cuda") and size in memory_sizes:
-            mem[size] = measure_cuda_memory(batches[size])
+            mem[size] = measure_cuda_memory(batches[size], names)
     load_before = os.getloadavg()
-    times = time_cases(batches, repeats, device)
+    times = time_cases(batches, repeats, device, names)
     load_after = os.getloadavg()
     del batches
     summary = summarize(sizes, times, mem)
@@ -436,6 +463,8 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-sizes", default=None,
                         help="comma-separated sizes (quarter,half,full) whose memory is measured (default: all; tiny: full)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the GPU section even when CUDA is available")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated cases to run (default: all); their floors and verl's grpo are added")
     parser.add_argument("--trainer-overhead", action="store_true",
                         help="also train the toy task on the CPU and report timing_s/adv and timing_s/ref shares (minutes)")
     parser.add_argument("--overhead-steps", type=int, default=8)
@@ -454,6 +483,14 @@ def main(argv=None) -> int:
         print(json.dumps(measure_memory_here(cases, args.bs, args.width, args.seed)))
         return 0
 
+    names = CASES
+    if args.cases:
+        wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in CASES]
+        if unknown:
+            parser.error(f"unknown case(s) {unknown} in --cases; choose from {', '.join(CASES)}")
+        wanted += ["grpo"] + [FLOOR_OF[c] for c in wanted if c in FLOOR_OF]
+        names = tuple(c for c in CASES if c in wanted)
     sizes_spec = TINY_SIZES if args.tiny else SIZES
     repeats = args.repeats or (5 if args.tiny else 7)
     if repeats < 1:
@@ -473,7 +510,7 @@ def main(argv=None) -> int:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
     for device in devices:
         report["devices"].append(run_device(device, sizes_spec, repeats, args.seed, not args.no_memory, memory_sizes,
-                                            shared_memory_process=args.tiny))
+                                            shared_memory_process=args.tiny, names=names))
     write_report(report, out)  # the microbenchmark first: the trainer runs take minutes
     if args.trainer_overhead:
         estimators = [e.strip() for e in args.overhead_estimators.split(",") if e.strip()]

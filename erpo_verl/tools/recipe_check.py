@@ -1,14 +1,15 @@
 """Compose and validate a verl 0.9.1 configuration without GPUs, data or models (the recipes' ``DRY_RUN=1``).
 
-    python -m erpo_verl.tools.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]
+    python -m erpo_verl.tools.recipe_check [--no-yaml] [--config-path=config] [--config-name NAME] OVERRIDE [OVERRIDE ...]
 
 It does what ``python -m verl.trainer.main_ppo OVERRIDE ...`` does before it starts Ray, and a little more:
 
-1. composes verl's own ``ppo_trainer`` config with Hydra's compose API (config module ``verl.trainer.config``,
-   i.e. the installed wheel, not a checkout) and the same overrides, so a renamed or unknown key, or a ``+``
-   on a key that exists, fails exactly as it would in the real entry point;
-2. checks that the erpo-verl plugin is registered (estimators, the ``erpo_sync`` trainer mode, the preflight
-   wrapper around ``validate_config``) and that the estimator and trainer mode named by the config resolve;
+1. composes verl's own ``ppo_trainer`` config (or the one ``--config-name`` names, e.g. ``ppo_megatron_trainer``,
+   as verl's scripts pass it) with Hydra's compose API (config module ``verl.trainer.config``, i.e. the installed
+   wheel, not a checkout) and the same overrides, so a renamed or unknown key, or a ``+`` on a key that exists,
+   fails exactly as it would in the real entry point;
+2. checks the verl version and that the erpo-verl plugin is registered (the same check as ``erpo-verl doctor
+   --problems``) and that the estimator and trainer mode named by the config resolve;
 3. rejects the legacy reward keys that verl 0.9.1's ``main_ppo`` accepts but silently ignores
    (``reward_model.*``, ``custom_reward_function.*``);
 4. runs our :func:`erpo_verl.integration.preflight.preflight` (which turns the reference policy on when an estimator needs
@@ -18,8 +19,13 @@ It does what ``python -m verl.trainer.main_ppo OVERRIDE ...`` does before it sta
    checkpoint engine, the critic when one is used, ``algorithm.filter_groups`` - and checks the model
    section's keys against ``HFModelConfig`` (which cannot be built without the model files), so unknown keys
    fail here rather than on the cluster;
-6. resolves the reward manager class and imports the custom reward function, and checks the DAPO reward
-   manager's ``reward.reward_kwargs`` (``overlong_buffer_cfg``, ``max_resp_len``);
+6. resolves the reward manager class and imports the custom reward function, checks that it accepts what verl's
+   reward loop passes (plus ``reward_router_address`` and ``reward_model_tokenizer`` when
+   ``reward.reward_model.enable=true``), and checks the DAPO reward manager's ``reward.reward_kwargs``
+   (``overlong_buffer_cfg``, ``max_resp_len``);
+
+No GPU and no data is touched. Model files are read only where verl's own ``validate_config`` reads them: with a
+critic (GAE), it loads ``critic.model``'s config and tokenizer, so those must exist; the OK line says so.
 
 then prints the resolved configuration as a YAML document (``---`` first) on stdout (everything else goes to
 stderr) and exits 0.
@@ -57,6 +63,7 @@ LEGACY_REWARD_SECTIONS = {
 }
 DAPO_OVERLONG_KEYS = {"enable", "len", "penalty_factor", "log"}
 DAPO_REWARD_KWARGS = {"overlong_buffer_cfg", "max_resp_len"}
+REWARD_MODEL_ARGS = {"reward_router_address": "127.0.0.1:0", "reward_model_tokenizer": None}
 
 
 class RecipeCheckError(ValueError):
@@ -90,8 +97,9 @@ class CheckReport:
 # -------------------------------------------------------------------------------------------------------------
 # composition
 # -------------------------------------------------------------------------------------------------------------
-def compose_config(overrides: Sequence[str]):
-    """verl's ``ppo_trainer`` config with ``overrides`` applied, composed as ``main_ppo`` composes it."""
+def compose_config(overrides: Sequence[str], config_name: str = CONFIG_NAME):
+    """verl's ``config_name`` config (default ``ppo_trainer``) with ``overrides`` applied, composed as ``main_ppo``
+    composes it."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -99,7 +107,7 @@ def compose_config(overrides: Sequence[str]):
         GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
-            return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides))
     except Exception as exc:  # hydra's override-parse / composition errors
         if type(exc).__module__.startswith(("hydra", "omegaconf")):
             raise RecipeCheckError(f"Hydra could not compose the config: {_one_line(exc)}") from exc
@@ -117,34 +125,13 @@ def _one_line(exc: BaseException) -> str:
 # -------------------------------------------------------------------------------------------------------------
 # checks
 # -------------------------------------------------------------------------------------------------------------
-def check_verl_version() -> str:
-    import verl
-
-    version = getattr(verl, "__version__", "unknown")
-    if version != VERL_VERSION:
-        raise RecipeCheckError(
-            f"verl {version} is installed but the recipes are validated against verl {VERL_VERSION} "
-            f'(see REQUIRED_VERL.txt): pip install "verl[verl-core]=={VERL_VERSION}"'
-        )
-    return version
-
-
 def check_plugin_registered() -> None:
-    """The names our plugin registers on ``import verl`` must be there (verl swallows plugin errors)."""
-    import verl.utils.config as verl_config
-    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+    """verl's version and our registration (verl swallows plugin errors): the check of ``erpo-verl doctor``."""
+    from erpo_verl.tools.doctor import plugin_problems
 
-    from erpo_verl.estimators import ESTIMATORS
-
-    missing = [name for name in ESTIMATORS if name not in ADV_ESTIMATOR_REGISTRY]
-    if missing or not getattr(verl_config.validate_config, "_erpo_preflight", False):
-        raise RecipeCheckError(
-            "the erpo-verl plugin is not registered in this Python environment "
-            f"(missing estimators: {missing or 'none'}; preflight installed: "
-            f"{getattr(verl_config.validate_config, '_erpo_preflight', False)}). Install it into the same "
-            "environment as verl (pip install -e . in the erpo-verl checkout) and do not set "
-            "VERL_USE_EXTERNAL_PLUGINS=none"
-        )
+    problems = plugin_problems()
+    if problems:
+        raise RecipeCheckError("; ".join(problems))
 
 
 def check_legacy_reward_keys(config) -> None:
@@ -214,6 +201,9 @@ def run_preflight_and_validate(config, report: CheckReport) -> None:
         validate(config, report.use_reference_policy, report.use_critic)
     except Exception as exc:  # AssertionError/ValueError from the checks, hydra's InstantiationException
         reason = _one_line(exc) or type(exc).__name__
+        if report.use_critic and "critic.model" in reason:
+            reason += (f" (with a critic, verl's validate_config loads critic.model's config and tokenizer: "
+                       f"critic.model.path={config.critic.model.get('path')} must be a model folder)")
         raise RecipeCheckError(f"verl's validate_config rejected the config: {reason}") from exc
 
 
@@ -283,14 +273,17 @@ def check_reward(config, report: CheckReport) -> None:
             ) from exc
         raw = wrapped.args[0] if hasattr(wrapped, "args") and wrapped.args else wrapped
         kwargs = dict(fn_cfg.get("reward_kwargs", {}) or {})
+        # verl's reward loop (experimental/reward_loop/reward_manager/*.py) adds these when a reward model runs
+        passed = dict(REWARD_MODEL_ARGS) if (config.reward.get("reward_model", None) or {}).get("enable", False) else {}
         try:
             inspect.signature(raw).bind(
-                data_source="x", solution_str="x", ground_truth="x", extra_info={}, **kwargs
+                data_source="x", solution_str="x", ground_truth="x", extra_info={}, **passed, **kwargs
             )
         except TypeError as exc:
             raise RecipeCheckError(
-                f"reward.custom_reward_function.reward_kwargs {sorted(kwargs)} do not fit "
-                f"{fn_cfg.get('path')}:{fn_cfg.get('name')}: {exc}"
+                f"{fn_cfg.get('path')}:{fn_cfg.get('name')} cannot be called with what verl passes "
+                f"(data_source, solution_str, ground_truth, extra_info{''.join(', ' + k for k in passed)}) and "
+                f"reward.custom_reward_function.reward_kwargs {sorted(kwargs)}: {exc}"
             ) from exc
         report.reward_function = f"{fn_cfg.get('path')}:{fn_cfg.get('name')}"
 
@@ -341,7 +334,6 @@ def check_config(config) -> CheckReport:
     """Run every check on a composed config (mutating it as ``main_ppo`` would); raise RecipeCheckError."""
     report = CheckReport()
     with contextlib.redirect_stdout(sys.stderr):  # verl prints progress; stdout is for the YAML
-        check_verl_version()
         check_plugin_registered()
         check_legacy_reward_keys(config)
         check_data(config)
@@ -368,18 +360,42 @@ def render_yaml(config) -> str:
 # -------------------------------------------------------------------------------------------------------------
 # command line
 # -------------------------------------------------------------------------------------------------------------
-USAGE = "usage: python -m erpo_verl.tools.recipe_check [--no-yaml] OVERRIDE [OVERRIDE ...]"
+USAGE = ("usage: python -m erpo_verl.tools.recipe_check [--no-yaml] [--config-path=config] [--config-name NAME] "
+         "OVERRIDE [OVERRIDE ...]")
+
+
+def _verl_config_dir() -> str:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("verl")
+    return str(Path(spec.origin).parent / "trainer" / "config") if spec and spec.origin else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     show_yaml = True
+    config_name = CONFIG_NAME
     while args and args[0].startswith("--"):
         flag = args.pop(0)
         if flag == "--":
             break
         if flag == "--no-yaml":
             show_yaml = False
+        elif flag == "--config-name" or flag.startswith("--config-name="):
+            value = flag.partition("=")[2] if "=" in flag else (args.pop(0) if args else "")
+            config_name = value.strip("'\"").removesuffix(".yaml")
+            if not config_name:
+                print(f"recipe_check: ERROR: --config-name needs a name (e.g. ppo_megatron_trainer)\n{USAGE}", file=sys.stderr)
+                return EXIT_INVALID
+        elif flag == "--config-path" or flag.startswith("--config-path="):
+            value = (flag.partition("=")[2] if "=" in flag else (args.pop(0) if args else "")).strip("'\"")
+            # main_ppo resolves a relative --config-path against verl/trainer/: "config" is verl's own folder
+            if value.rstrip("/") not in ("config", _verl_config_dir()):
+                print(f"recipe_check: ERROR: --config-path={value} is not supported: the dry run composes verl's own "
+                      f"configs (module {CONFIG_MODULE}, i.e. --config-path=config); pass --config-name with one of "
+                      "them", file=sys.stderr)
+                return EXIT_INVALID
         elif flag in ("--help", "-h"):
             print(__doc__.strip())
             return EXIT_OK
@@ -388,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INVALID
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            config = compose_config(args)
+            config = compose_config(args, config_name)
         report = check_config(config)
         text = render_yaml(config) if show_yaml else ""
     except RecipeCheckError as exc:
@@ -398,9 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     print(report.summary(), file=sys.stderr)
+    touched = ("no GPU or data was touched; verl's validate_config read critic.model's config and tokenizer"
+               if report.use_critic else "no GPU, data or model was touched")
     print(
-        f"recipe_check: OK: the config composes and validates against verl {VERL_VERSION} "
-        "(dry run: no GPU, data or model was touched)",
+        f"recipe_check: OK: the {config_name} config composes and validates against verl {VERL_VERSION} "
+        f"(dry run: {touched})",
         file=sys.stderr,
     )
     return EXIT_OK

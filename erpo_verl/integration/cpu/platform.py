@@ -1,7 +1,7 @@
 """A ``cpu`` platform for verl's platform registry (selected only by ``VERL_PLATFORM=cpu``).
 
 verl 0.9.1 knows CUDA, NPU and ROCm; on a machine without an accelerator it falls back to ``nvidia`` and
-fails at the first NCCL call (shared/research/cpu-verl.md, failure #3). This platform makes verl's
+fails at the first NCCL call (docs/cpu.md, failure #3). This platform makes verl's
 device helpers answer for the CPU: device ``cpu``, collective backend ``gloo``, no-op synchronisation and
 memory calls. Ray's resource name stays ``GPU`` so that verl's resource pools (which only count GPUs)
 can be satisfied with *logical* GPUs (``ray_init.num_gpus``) on a CPU-only host.

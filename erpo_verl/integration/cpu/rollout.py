@@ -1,7 +1,7 @@
 """A CPU rollout for verl's v1 trainer: Hugging Face forward passes behind verl's rollout-server interface.
 
 verl 0.9.1 only accepts server rollouts (vLLM, SGLang, TensorRT-LLM); its old ``hf`` rollout is not wired
-into the trainer (shared/research/cpu-verl.md, failure #9). Three pieces plug a CPU one in, under the
+into the trainer (docs/cpu.md, failure #9). Three pieces plug a CPU one in, under the
 rollout name ``hf`` (``actor_rollout_ref.rollout.name=hf``):
 
 * :class:`CPUHFServer` — a Ray actor per replica holding a float32 copy of the policy. ``generate`` is
@@ -14,6 +14,7 @@ rollout name ``hf`` (``actor_rollout_ref.rollout.name=hf``):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from erpo_verl.integration.cpu.sampling import sample_response
 from verl.workers.rollout.base import BaseRollout
@@ -48,8 +50,18 @@ class CPUHFServer:
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        seed = int(getattr(config, "seed", 0) or 0) + replica_rank
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = int(getattr(config, "seed", 0) or 0)
+        self.generator = torch.Generator().manual_seed(self.seed + replica_rank)
+        # verl's rollout.full_determinism: each request draws from its own generator seeded by (seed, step,
+        # prompt, k) where k counts earlier requests with the same prompt in this step, so a group's samples do
+        # not depend on the order in which its requests arrive. (verl's own key, request id "det-<priority>",
+        # is the same for every sample in the v1 trainer, whose agent loop sets no priority.) verl then routes
+        # all requests to one replica (hash of that id), so any FSDP layout samples the same groups as long
+        # as a step's prompts are distinct (tests/test_cpu_layouts.py); prompts that repeat within a step may
+        # swap samples between their groups.
+        self.full_determinism = bool(getattr(config, "full_determinism", False))
+        self._occurrences: dict[tuple[int, ...], int] = {}
+        self._occurrence_step: int | None = None
         self.global_steps: int | None = None
         self.weight_version = 0
         torch.set_num_threads(max(1, int(os.environ.get("ERPO_CPU_ROLLOUT_THREADS", "1"))))
@@ -72,7 +84,7 @@ class CPUHFServer:
             top_p=float(params.get("top_p", 1.0)),
             top_k=int(params.get("top_k", -1) or -1),
             eos_token_ids=self.eos_token_ids,
-            generator=self.generator,
+            generator=self._generator_for(prompt_ids),
         )
         return TokenOutput(
             token_ids=token_ids,
@@ -80,6 +92,17 @@ class CPUHFServer:
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps, "finish_reason": finish},
         )
+
+    def _generator_for(self, prompt_ids: list[int]) -> torch.Generator:
+        if not self.full_determinism:
+            return self.generator
+        if self._occurrence_step != self.global_steps:
+            self._occurrences, self._occurrence_step = {}, self.global_steps
+        prompt = tuple(int(t) for t in prompt_ids)
+        k = self._occurrences.get(prompt, 0)
+        self._occurrences[prompt] = k + 1  # no await before this: requests are counted in arrival order
+        key = f"{self.seed}:{self.global_steps}:{k}:{','.join(map(str, prompt))}".encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
 
     # -- weights ----------------------------------------------------------------------------------------
     async def load_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
@@ -202,8 +225,11 @@ class CPUHFReplica(RolloutReplica):
                 f"(hybrid mode), not {self.rollout_mode}"
             )
         server_cls = ray.remote(CPUHFServer)
+        # on the node of the replica's first worker, as verl's vLLM replica places its servers (multi-node layouts)
+        node_id = await self.workers[0].__ray_call__.remote(lambda worker: ray.get_runtime_context().get_node_id())
         server = server_cls.options(
             name=server_actor_name(self.replica_rank, self.name_suffix),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
             num_cpus=0,
             num_gpus=0,
             max_concurrency=self.max_concurrency,

@@ -1,0 +1,1 @@
+"""Verifiable reasoning tasks for CPU-scale benchmarks (pure: no verl import)."""
