@@ -22,6 +22,8 @@ def test_every_method_composes_and_validates_in_verls_config(method, tmp_path):
     assert config.data.train_batch_size == br.PROTOCOL.train_batch_size
     assert config.actor_rollout_ref.rollout.n == br.PROTOCOL.n
     assert config.actor_rollout_ref.actor.optim.lr == br.PROTOCOL.lr
+    # common random numbers across methods: per-(seed, step, prompt, sample) sampling streams in the CPU rollout
+    assert config.actor_rollout_ref.rollout.full_determinism is True
     assert config.reward.custom_reward_function.path == "pkg://erpo_verl.tasks.countdown"
 
 

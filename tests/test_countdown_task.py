@@ -229,7 +229,22 @@ def test_policy_cache_key_changes_with_every_setting():
     from erpo_verl.tasks.countdown_policy import SFTConfig, policy_key
 
     task, sft = asdict(cd.CountdownConfig()), asdict(SFTConfig())
-    base = policy_key(task, sft, 900, 0)
-    assert base == policy_key(task, sft, 900, 0)
-    assert len({base, policy_key({**task, "max_number": 9}, sft, 900, 0), policy_key(task, {**sft, "steps": 1}, 900, 0),
-                policy_key(task, sft, 800, 0), policy_key(task, sft, 900, 1)}) == 5
+    base = policy_key(task, sft, "d0", 0)
+    assert base == policy_key(task, sft, "d0", 0)
+    assert len({base, policy_key({**task, "max_number": 9}, sft, "d0", 0), policy_key(task, {**sft, "steps": 1}, "d0", 0),
+                policy_key(task, sft, "d1", 0), policy_key(task, sft, "d0", 1)}) == 5
+
+
+def test_policy_cache_key_follows_the_training_problems_not_their_count():
+    # a bigger test split (drawn first) changes which problems the same number of training prompts holds; a cached
+    # policy trained on the old split could then have seen test problems
+    from erpo_verl.tasks.countdown_policy import problems_digest
+
+    narrow = cd.CountdownConfig(max_number=6, target_min=10, target_max=30)  # a small pool: draws collide
+    small, big = cd.make_splits(30, 4, 0, narrow), cd.make_splits(30, 8, 0, narrow)
+    assert [p[:2] for p in small["test"]] == [p[:2] for p in big["test"][:4]]  # the test split is drawn first
+    assert len(small["train"]) == len(big["train"])
+    assert problems_digest(small["train"]) != problems_digest(big["train"])
+    assert problems_digest(small["train"]) == problems_digest(cd.make_splits(30, 4, 0, narrow)["train"])
+    big_test = {(tuple(sorted(n)), t) for n, t, _ in big["test"]}
+    assert not big_test & {(tuple(sorted(n)), t) for n, t, _ in big["train"]}

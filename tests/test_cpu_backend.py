@@ -19,6 +19,9 @@ from torch.distributed.fsdp import CPUOffloadPolicy
 from verl.plugin.platform import PlatformRegistry
 from verl.workers.rollout import base, replica
 from verl.utils.device import get_device_name, get_nccl_backend
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+buffer_args = dict(trainer_mode="sync", trainer_config={}, max_off_policy_threshold=None,
+                   max_off_policy_strategy="drop", sampler_kwargs={})
 print(json.dumps({
     "cpu_module_loaded": "erpo_verl.integration.cpu" in sys.modules,
     "dist_patched": getattr(dist.initialize_global_process_group_ray, "__erpo_touchpoint__", None) == "cpu.gloo_backend",
@@ -29,6 +32,8 @@ print(json.dumps({
     "device": get_device_name() if os.environ.get("VERL_PLATFORM") == "cpu" else None,
     "backend": get_nccl_backend() if os.environ.get("VERL_PLATFORM") == "cpu" else None,
     "engine_device": os.environ.get("VERL_ENGINE_DEVICE"),
+    "poll_interval": [ReplayBuffer(**buffer_args).poll_interval, ReplayBufferAsync(**buffer_args).poll_interval,
+                      ReplayBuffer(**buffer_args, poll_interval=3.0).poll_interval],
 }))
 """
 
@@ -53,6 +58,7 @@ def test_cpu_backend_leaves_verl_untouched_when_cpu_mode_is_off():
         "device": None,
         "backend": None,
         "engine_device": None,
+        "poll_interval": [2.0, 2.0, 3.0],  # verl's default
     }
 
 
@@ -68,6 +74,7 @@ def test_cpu_mode_registers_platform_patches_and_rollout():
         "device": "cpu",
         "backend": "gloo",
         "engine_device": "cuda",
+        "poll_interval": [0.1, 0.1, 3.0],  # cpu.replay_buffer_poll; an explicit value is kept
     }
 
 

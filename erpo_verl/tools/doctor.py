@@ -41,6 +41,7 @@ REGISTRATION_FIX = (
 TOUCHPOINT_MODULES = (
     "verl.trainer.ppo.core_algos",
     "verl.trainer.ppo.v1.trainer_sync",
+    "verl.trainer.ppo.v1.replay_buffer",
     "verl.utils.config",
     "verl.utils.distributed",
     "torch.distributed.fsdp",

@@ -14,6 +14,7 @@ rollout name ``hf`` (``actor_rollout_ref.rollout.name=hf``):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -25,7 +26,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from erpo_verl.integration.cpu.sampling import sample_response
+from erpo_verl.integration.cpu.sampling import SampleRequest, sample_batch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
@@ -64,6 +65,14 @@ class CPUHFServer:
         self._occurrence_step: int | None = None
         self.global_steps: int | None = None
         self.weight_version = 0
+        # Requests in flight together are served as one batch (one forward pass per token for all of them), up to
+        # verl's rollout.max_num_seqs rows, the same cap vLLM applies; max_num_seqs=1 serves them one at a time.
+        # Each row still draws from its own stream, so batching changes the speed, not the samples.
+        self.max_batch = max(1, int(getattr(config, "max_num_seqs", 256) or 256))
+        self.pad_token_id = int(getattr(self.model.config, "pad_token_id", None) or 0)
+        self._queue: list[tuple[SampleRequest, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []  # served batch sizes, for tests and diagnostics
         torch.set_num_threads(max(1, int(os.environ.get("ERPO_CPU_ROLLOUT_THREADS", "1"))))
 
     # -- generation -------------------------------------------------------------------------------------
@@ -76,22 +85,47 @@ class CPUHFServer:
         if max_tokens is None:
             max_tokens = min(response_len, prompt_len + response_len - len(prompt_ids))
         max_tokens = max(1, min(int(max_tokens), response_len))
-        token_ids, log_probs, finish = sample_response(
-            self.model,
-            prompt_ids,
+        request = SampleRequest(
+            prompt_ids=list(prompt_ids),
             max_new_tokens=max_tokens,
             temperature=float(params.get("temperature", 1.0)),
             top_p=float(params.get("top_p", 1.0)),
             top_k=int(params.get("top_k", -1) or -1),
-            eos_token_ids=self.eos_token_ids,
-            generator=self._generator_for(prompt_ids),
+            generator=self._generator_for(prompt_ids),  # before any await: occurrences count in arrival order
         )
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
+        token_ids, log_probs, finish = await future
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs if params.get("logprobs") else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps, "finish_reason": finish},
         )
+
+    async def _drain(self) -> None:
+        """Serve the queue in batches until it is empty."""
+        while self._queue:
+            # yield once so that the requests verl sends together (a step's whole batch) join this one
+            await asyncio.sleep(0.005)
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            try:
+                results = sample_batch(self.model, [request for request, _ in batch], self.eos_token_ids,
+                                       pad_token_id=self.pad_token_id)
+            except Exception as error:  # every waiting request gets the error, none hangs
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.batch_sizes.append(len(batch))
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+    async def get_batch_sizes(self) -> list[int]:
+        return list(self.batch_sizes)
 
     def _generator_for(self, prompt_ids: list[int]) -> torch.Generator:
         if not self.full_determinism:
