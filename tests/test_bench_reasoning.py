@@ -25,6 +25,7 @@ def test_every_method_composes_and_validates_in_verls_config(method, tmp_path):
     # common random numbers across methods: per-(seed, step, prompt, sample) sampling streams in the CPU rollout
     assert config.actor_rollout_ref.rollout.full_determinism is True
     assert config.reward.custom_reward_function.path == "pkg://erpo_verl.tasks.countdown"
+    assert config.reward.custom_reward_function.name == "score_and_acc"
 
 
 def test_methods_switch_on_what_their_names_say():

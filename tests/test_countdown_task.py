@@ -88,6 +88,13 @@ def test_bad_ground_truth_raises_a_clear_error(ground_truth):
         cd.compute_score(cd.DATA_SOURCE, "7*3=21,21+25=46", ground_truth)
 
 
+@pytest.mark.parametrize("response", ["9/3=3,14*3=42", "9/3=3,14*3=41", "14*3=42", "hello", ""])
+def test_score_and_acc_is_compute_score_without_the_diagnostic_keys(response):
+    full = cd.compute_score("countdown", response, cd.format_ground_truth([14, 9, 3], 42))
+    lean = cd.score_and_acc("countdown", response, cd.format_ground_truth([14, 9, 3], 42))
+    assert lean == {"score": full["score"], "acc": full["acc"]}
+
+
 def test_format_ok_separates_malformed_from_wrong_answers():
     assert score("7*3=21,21+25=47")["format_ok"]  # well formed, wrong
     assert not score("7*3=21")["format_ok"]

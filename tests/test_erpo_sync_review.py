@@ -129,6 +129,18 @@ def test_aer_with_distillation_is_rejected():
         preflight(config)
 
 
+def test_vllm_full_determinism_on_the_cpu_backend_is_rejected_before_ray_starts(monkeypatch):
+    config = verl_config("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.full_determinism=True")
+    monkeypatch.delenv("VERL_PLATFORM", raising=False)
+    assert preflight(config) == []  # on GPUs vLLM's batch-invariant kernels exist
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    with pytest.raises(ERPOSetupError, match=r"full_determinism=False.*rollout\.name=hf"):
+        preflight(config)
+    for allowed in (("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.full_determinism=False"),
+                    ("actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.full_determinism=True")):
+        assert preflight(verl_config(*allowed)) == []
+
+
 def test_aer_without_bypass_or_distillation_passes():
     assert "actor_rollout_ref.actor.calculate_entropy=True" in preflight(verl_config(*AER))
 

@@ -19,6 +19,7 @@ step itself is :mod:`erpo_verl.integration.advantage_step`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from erpo_verl.aer_controller import aer_enabled
@@ -78,6 +79,7 @@ def preflight(config: Any) -> list[str]:
         from erpo_verl.integration.version import check_verl_version
 
         check_verl_version()  # VerlVersionError (a RuntimeError) naming both versions
+    check_cpu_rollout(config)
     needs_entropy, needs_ref = estimator_requirements(config)
     name = config.algorithm.adv_estimator
     use_aer = aer_enabled(config)
@@ -134,6 +136,24 @@ def preflight(config: Any) -> list[str]:
     if use_aer:
         changes += prepare_aer(config)
     return changes
+
+
+def check_cpu_rollout(config: Any) -> None:
+    """On the CPU backend, refuse a vLLM rollout with ``full_determinism`` before Ray starts.
+
+    vLLM implements ``full_determinism`` with batch-invariant Triton kernels, which do not exist on a CPU: the
+    engine starts and then dies in its first forward pass, minutes into the run.
+    """
+    if os.environ.get("VERL_PLATFORM") != "cpu":
+        return
+    rollout = config.actor_rollout_ref.rollout
+    if rollout.get("name") == "vllm" and rollout.get("full_determinism", False):
+        raise ERPOSetupError(
+            "actor_rollout_ref.rollout.full_determinism=True with actor_rollout_ref.rollout.name=vllm cannot run on "
+            "the CPU backend (VERL_PLATFORM=cpu): vLLM implements it with batch-invariant Triton kernels, which do "
+            "not exist on CPU. Set actor_rollout_ref.rollout.full_determinism=False, or use rollout.name=hf, whose "
+            "full_determinism works on CPU."
+        )
 
 
 def check_strategy(config: Any, who: str) -> None:

@@ -206,6 +206,8 @@ def run_overrides(assets: dict, method: str, seed: int, protocol: Protocol, fold
                               output_dir=str(folder), reward_path="pkg://erpo_verl.tasks.countdown")
     overrides += method_overrides(method, protocol)
     overrides += [
+        # the same scores as compute_score without its diagnostic keys, which verl's validation bootstraps (slow)
+        "reward.custom_reward_function.name=score_and_acc",
         f"actor_rollout_ref.rollout.temperature={protocol.temperature}",
         # common random numbers: the CPU rollout draws each response from a stream keyed by (seed, step, prompt,
         # sample index), so two methods on the same seed see the same random numbers at every step; their step-0
