@@ -124,9 +124,6 @@ class CPUHFServer:
                 if not future.done():
                     future.set_result(result)
 
-    async def get_batch_sizes(self) -> list[int]:
-        return list(self.batch_sizes)
-
     def _generator_for(self, prompt_ids: list[int]) -> torch.Generator:
         if not self.full_determinism:
             return self.generator
