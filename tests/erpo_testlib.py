@@ -377,3 +377,24 @@ BATCHES = {
     "continuous_rewards": {"binary": False, "group": 6},
     "odd_width": {"width": 37, "holes": True},  # no block size divides it: sequential segment sums
 }
+
+
+# Full DAPO on the toy task (tests/test_e2e_cpu.py and the vLLM lane): dynamic sampling, clip-higher, token-mean,
+# the soft overlong punishment. The toy `acc` is exact match (all False for a random policy), so dynamic sampling
+# filters on `overlong`, which really varies and is often equal within a group: groups are evicted and regenerated.
+DAPO_TOY_OVERRIDES = [
+    "algorithm.filter_groups.enable=True",
+    # the toy `acc` is exact match (all False for a random policy): `overlong` really varies and is often
+    # equal within a group, so dynamic sampling evicts groups and generates again
+    "algorithm.filter_groups.metric=overlong",
+    "actor_rollout_ref.actor.clip_ratio_low=0.2",
+    "actor_rollout_ref.actor.clip_ratio_high=0.28",
+    "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+    # DAPO's reward manager with the soft overlong punishment; it also logs the `overlong` metric filtered on
+    "reward.reward_manager.name=dapo",
+    "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
+    "+reward.reward_kwargs.overlong_buffer_cfg.len=4",
+    "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
+    "+reward.reward_kwargs.overlong_buffer_cfg.log=True",
+    "+reward.reward_kwargs.max_resp_len=16",
+]

@@ -7,6 +7,7 @@ the reference model, exactly as on a GPU node, with the tiny model and the toy t
 import math
 
 import pytest
+from erpo_testlib import DAPO_TOY_OVERRIDES
 
 from erpo_verl.tools.demo import train_toy
 from erpo_verl.tools.metrics_io import series
@@ -52,21 +53,7 @@ def test_dapo_runs_with_dynamic_sampling_clip_higher_token_mean_and_overlong_buf
     run = _run(
         tmp_path,
         "dapo",
-        extra=[
-            "algorithm.filter_groups.enable=True",
-            # a binary metric that is often equal across a group of a random policy, so that dynamic
-            # sampling really evicts groups (the toy `acc` is exact-match: all False at first)
-            "algorithm.filter_groups.metric=overlong",
-            "actor_rollout_ref.actor.clip_ratio_low=0.2",
-            "actor_rollout_ref.actor.clip_ratio_high=0.28",
-            "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-            "reward.reward_manager.name=dapo",
-            "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
-            "+reward.reward_kwargs.overlong_buffer_cfg.len=4",
-            "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
-            "+reward.reward_kwargs.overlong_buffer_cfg.log=True",
-            "+reward.reward_kwargs.max_resp_len=16",
-        ],
+        extra=DAPO_TOY_OVERRIDES,
     )
     _assert_healthy(run, 2)
     log = run.log_path.read_text()

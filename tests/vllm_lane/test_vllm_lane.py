@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from erpo_testlib import DAPO_TOY_OVERRIDES
 
 from erpo_verl.integration.cpu.cluster import processes_of
 from erpo_verl.integration.cpu.vllm_shims import FREEZE_ENV
@@ -42,22 +43,6 @@ AER = [
     "+actor_rollout_ref.actor.policy_loss.aer_target_ratio=0.99",
 ]
 VAL_N = 2
-DAPO = [
-    "algorithm.filter_groups.enable=True",
-    # the toy `acc` is exact match (all False for a random policy): `overlong` really varies and is often
-    # equal within a group, so dynamic sampling evicts groups and generates again
-    "algorithm.filter_groups.metric=overlong",
-    "actor_rollout_ref.actor.clip_ratio_low=0.2",
-    "actor_rollout_ref.actor.clip_ratio_high=0.28",
-    "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-    # DAPO's reward manager with the soft overlong punishment; it also logs the `overlong` metric filtered on
-    "reward.reward_manager.name=dapo",
-    "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
-    "+reward.reward_kwargs.overlong_buffer_cfg.len=4",
-    "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0",
-    "+reward.reward_kwargs.overlong_buffer_cfg.log=True",
-    "+reward.reward_kwargs.max_resp_len=16",
-]
 
 
 def train_records(run) -> list[dict]:
@@ -144,7 +129,7 @@ def test_validation_samples_n_responses_per_prompt_through_vllm_and_logs_mean_at
 
 @pytest.mark.parametrize("estimator", ["ep_grpo", "grpo", "dapo"])
 def test_estimator_trains_through_vllm_with_the_weights_synced_every_step(tmp_path_factory, toy_assets, estimator):
-    extra = DAPO if estimator == "dapo" else []
+    extra = DAPO_TOY_OVERRIDES if estimator == "dapo" else []
     run = _vllm_run(tmp_path_factory, toy_assets, estimator, estimator, extra=extra)
     records = assert_clean_and_healthy(run)
     assert sync_failures(records) == []
