@@ -82,6 +82,35 @@ def test_reading_says_better_worse_or_not_distinguishable():
     assert "grpo vs" not in text
 
 
+def test_seed_curve_averages_the_steps_every_seed_has_with_a_standard_error():
+    runs = {
+        1: {"curve": [{"step": 0, "pass@1": 0.1}, {"step": 10, "pass@1": 0.2}],
+            "records": [{"step": 1, "actor/entropy": 0.5}, {"step": 2, "actor/entropy": 0.3}]},
+        2: {"curve": [{"step": 0, "pass@1": 0.3}],  # a seed without step 10: the step is left out
+            "records": [{"step": 1, "actor/entropy": 0.7}, {"step": 2, "actor/entropy": 0.5}]},
+    }
+    xs, means, ses = br.seed_curve(runs, "pass@1")
+    assert xs == [0] and means == pytest.approx([0.2]) and ses == pytest.approx([0.1])  # sd 0.1414 / sqrt(2)
+    xs, means, ses = br.seed_curve(runs, br.ENTROPY)
+    assert xs == [1, 2] and means == pytest.approx([0.6, 0.4]) and ses == pytest.approx([0.1, 0.1])
+    assert br.seed_curve({1: runs[1]}, "pass@1")[2] == [0.0, 0.0]  # one seed: no band
+
+
+def test_band_plot_draws_each_method_in_its_own_colour_and_refuses_nothing_to_draw(tmp_path):
+    from PIL import Image
+
+    from erpo_verl.tools.plotting import plot_bands
+
+    lines = {"grpo": ([0, 10, 20], [0.1, 0.2, 0.3], [0.02, 0.02, 0.02]), "erpo": ([0, 10, 20], [0.3, 0.2, 0.1], [0, 0, 0])}
+    out = plot_bands([("pass@1", lines), ("entropy", {"grpo": lines["grpo"], "erpo": ([], [], [])})],
+                     tmp_path / "p.png", "title", cols=2)
+    colors = {c for _, c in Image.open(out).convert("RGB").getcolors(maxcolors=1 << 24)}
+    for line_color in ((31, 119, 180), (255, 127, 14)):  # C0 and C1, the same per method in every panel
+        assert any(sum(abs(a - b) for a, b in zip(c, line_color)) < 30 for c in colors), line_color
+    with pytest.raises(ValueError, match="no panels"):
+        plot_bands([], tmp_path / "q.png", "title")
+
+
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         br.main(["--seeds", "1,2"])

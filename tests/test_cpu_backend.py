@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from erpo_verl.integration.cpu.sampling import filter_logits, sample_response
+from erpo_verl.integration.cpu.sampling import SampleRequest, filter_logits, sample_batch
 
 PROBE = r"""
 import json, os, sys
@@ -100,7 +100,7 @@ class _Bigram(torch.nn.Module):
         super().__init__()
         self.table = torch.nn.Parameter(table, requires_grad=False)
 
-    def forward(self, input_ids, past_key_values=None, use_cache=True):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
         class Out:
             pass
 
@@ -110,12 +110,16 @@ class _Bigram(torch.nn.Module):
         return out
 
 
+def _sample_one(model, prompt, budget, temperature=1.0, eos=(), generator=None):
+    return sample_batch(model, [SampleRequest(prompt, budget, temperature, generator=generator)], eos)[0]
+
+
 def test_sampling_returns_temperature_scaled_log_probs_and_stops_at_eos():
     torch.manual_seed(0)
     table = torch.randn(6, 6)
     model = _Bigram(table)
     gen = torch.Generator().manual_seed(3)
-    tokens, log_probs, finish = sample_response(model, [1, 2], 12, temperature=0.7, eos_token_ids=[5], generator=gen)
+    tokens, log_probs, finish = _sample_one(model, [1, 2], 12, temperature=0.7, eos=[5], generator=gen)
     prev = [2] + tokens[:-1]
     for tok, lp, p in zip(tokens, log_probs, prev):
         assert math.isclose(lp, torch.log_softmax(table[p] / 0.7, -1)[tok].item(), rel_tol=1e-5)
@@ -128,13 +132,13 @@ def test_sampling_returns_temperature_scaled_log_probs_and_stops_at_eos():
 def test_greedy_sampling_is_deterministic_and_seeded_sampling_reproducible():
     table = torch.randn(8, 8, generator=torch.Generator().manual_seed(1))
     model = _Bigram(table)
-    greedy = sample_response(model, [0], 6, temperature=0.0)
+    greedy = _sample_one(model, [0], 6, temperature=0.0)
     assert greedy[0] == [int(table[p].argmax()) for p in [0] + greedy[0][:-1]]
-    a = sample_response(model, [0], 6, temperature=1.0, generator=torch.Generator().manual_seed(7))
-    b = sample_response(model, [0], 6, temperature=1.0, generator=torch.Generator().manual_seed(7))
+    a = _sample_one(model, [0], 6, generator=torch.Generator().manual_seed(7))
+    b = _sample_one(model, [0], 6, generator=torch.Generator().manual_seed(7))
     assert a == b
 
 
 def test_sampling_rejects_a_non_positive_budget():
     with pytest.raises(ValueError, match="max_new_tokens"):
-        sample_response(_Bigram(torch.zeros(3, 3)), [0], 0)
+        _sample_one(_Bigram(torch.zeros(3, 3)), [0], 0)

@@ -6,7 +6,32 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from erpo_verl.integration.cpu.sampling import SampleRequest, sample_batch, sample_response
+from erpo_verl.integration.cpu.sampling import SampleRequest, filter_logits, sample_batch
+
+
+@torch.inference_mode()
+def sample_response(model, prompt_ids, max_new_tokens, temperature=1.0, top_p=1.0, top_k=-1, eos_token_ids=(),
+                    generator=None):
+    """The oracle: one request, no padding, one token at a time (the rollout's sampler before batching)."""
+    eos = set(eos_token_ids)
+    out = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
+    past, logits = out.past_key_values, out.logits[:, -1, :].float()
+    tokens, log_probs, finish = [], [], "length"
+    for _ in range(max_new_tokens):
+        scaled = logits / temperature if temperature > 0 else logits
+        if temperature > 0:
+            probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=generator).item())
+        else:
+            token = int(torch.argmax(logits, dim=-1).item())
+        log_probs.append(float(torch.log_softmax(scaled, dim=-1)[0, token].item()))
+        tokens.append(token)
+        if token in eos:
+            finish = "stop"
+            break
+        out = model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1, :].float()
+    return tokens, log_probs, finish
 
 
 @pytest.fixture(scope="module")

@@ -116,31 +116,12 @@ def curves(runs: dict[int, list[dict]], key: str, steps: int) -> tuple[list[int]
 
 
 def plot(all_runs: dict[str, dict[int, list[dict]]], steps: int, out_png: Path, title: str) -> Path:
-    import matplotlib
+    """Mean ± standard deviation over seeds of each panel's metric."""
+    from erpo_verl.tools.plotting import plot_bands
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
-    for ax, (key, label) in zip(axes.flat, PANELS):
-        for i, (name, runs) in enumerate(all_runs.items()):
-            xs, mean, std = curves(runs, key, steps)
-            if not xs:
-                continue
-            color = f"C{i % 10}"
-            ax.plot(xs, mean, color=color, linewidth=1.6, label=f"{name} (n={len(runs)})")
-            ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=color, alpha=0.18, linewidth=0)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=9)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    panels = [(label, {f"{name} (n={len(runs)})": curves(runs, key, steps) for name, runs in all_runs.items()})
+              for key, label in PANELS]
+    return plot_bands(panels, out_png, title, cols=2)
 
 
 def markdown(summary: dict[str, dict], window: int) -> str:

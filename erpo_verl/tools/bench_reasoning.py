@@ -399,43 +399,29 @@ def markdown_table(table: dict, k: int, baseline: str = "grpo") -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, dict[int, dict]], k: int, out_png: Path, title: str) -> Path:
-    import matplotlib
+def seed_curve(per_seed: dict[int, dict], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps every seed has, the mean over seeds and its standard error (0 for one seed), for ``key``:
+    a validation endpoint (``pass@1``, ``pass@k``) or a training metric (``actor/entropy``)."""
+    by_step: dict[int, list[float]] = {}
+    for run in per_seed.values():
+        pairs = ([(p["step"], p[key]) for p in run["curve"]] if key.startswith("pass@")
+                 else list(zip(*series(run["records"], key))))
+        for step, value in pairs:
+            by_step.setdefault(int(step), []).append(value)
+    xs = [s for s in sorted(by_step) if len(by_step[s]) == len(per_seed)]
+    stats = [mean_se(by_step[s]) for s in xs]
+    return xs, [m for m, _ in stats], [0.0 if math.isnan(se) else se for _, se in stats]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot(results: dict[str, dict[int, dict]], k: int, out_png: Path, title: str) -> Path:
+    """pass@1, pass@k and training entropy over steps: mean ± SE over seeds."""
+    from erpo_verl.tools.plotting import plot_bands
 
     panels = [("pass@1", f"test pass@1 (avg@{k})"), (f"pass@{k}", f"test pass@{k} (unbiased)"),
               (ENTROPY, "training entropy (actor/entropy)")]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for ax, (key, label) in zip(axes, panels):
-        for i, (method, per_seed) in enumerate(results.items()):
-            by_step: dict[int, list[float]] = {}
-            for run in per_seed.values():
-                pairs = ([(p["step"], p[key]) for p in run["curve"]] if key != ENTROPY
-                         else list(zip(*series(run["records"], ENTROPY))))
-                for step, value in pairs:
-                    by_step.setdefault(int(step), []).append(value)
-            xs = [s for s in sorted(by_step) if len(by_step[s]) == len(per_seed)]
-            if not xs:
-                continue
-            stats = [mean_se(by_step[s]) for s in xs]
-            means = [m for m, _ in stats]
-            ses = [0.0 if math.isnan(se) else se for _, se in stats]
-            color = f"C{i % 10}"
-            ax.plot(xs, means, color=color, linewidth=1.5, label=f"{method} (n={len(per_seed)})")
-            ax.fill_between(xs, [m - s for m, s in zip(means, ses)], [m + s for m, s in zip(means, ses)],
-                            color=color, alpha=0.15, linewidth=0)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return plot_bands([(label, {f"{m} (n={len(per_seed)})": seed_curve(per_seed, key)
+                                for m, per_seed in results.items()}) for key, label in panels],
+                      out_png, title)
 
 
 # ---------------------------------------------------------------------------------------------- main

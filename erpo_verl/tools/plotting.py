@@ -87,3 +87,48 @@ def plot_runs(
         fig.savefig(out_png.with_suffix(".svg"))
     plt.close(fig)
     return out_png
+
+
+def plot_bands(
+    panels: list[tuple[str, dict[str, tuple[list[int], list[float], list[float]]]]],
+    out_png: str | Path,
+    title: str,
+    cols: int = 3,
+) -> Path:
+    """Mean curves with a shaded band over seeds: one panel per metric, one colour per method in every panel.
+
+    ``panels``: (panel title, {method: (steps, means, half_widths)}); the caller says what the band is (a standard
+    deviation, a standard error) in the title or the legend. Methods with no steps in a panel are left out of it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        raise ValueError("nothing to plot: no panels")
+    cols = min(cols, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.3 * cols, 3.8 * rows), squeeze=False)
+    names = list(dict.fromkeys(name for _, lines in panels for name in lines))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    for ax, (label, lines) in zip(axes.flat, panels):
+        for name, (xs, means, half) in lines.items():
+            if not xs:
+                continue
+            ax.plot(xs, means, color=colors[name], linewidth=1.5, label=name)
+            ax.fill_between(xs, [m - h for m, h in zip(means, half)], [m + h for m, h in zip(means, half)],
+                            color=colors[name], alpha=0.15, linewidth=0)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

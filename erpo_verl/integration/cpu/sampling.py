@@ -1,10 +1,10 @@
 """Autoregressive sampling with a Hugging Face causal LM on the CPU, returning per-token log-probs.
 
 Written for the CPU rollout: a KV cache, temperature / top-k / top-p like vLLM's ``SamplingParams``, and a
-``torch.Generator`` so that a seeded server samples reproducibly. :func:`sample_response` serves one request;
-:func:`sample_batch` serves many at once (left-padded, one forward pass per token for the whole batch), drawing
-each row from its own generator exactly as :func:`sample_response` would, so batching changes the speed, not the
-random numbers a request consumes.
+``torch.Generator`` per request so that a seeded server samples reproducibly. :func:`sample_batch` serves many
+requests at once (left-padded, one forward pass per token for the whole batch), drawing each row from its own
+generator exactly as a request served alone would, so batching changes the speed, not the random numbers a request
+consumes (tests/test_cpu_rollout_batching.py checks it against a plain one-request-at-a-time loop).
 
 The returned log-probabilities are those of the *temperature-scaled* distribution, log softmax(logits / T),
 before top-k/top-p truncation — the same quantity verl's actor computes for ``old_log_probs`` (it divides the
@@ -34,51 +34,6 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-@torch.inference_mode()
-def sample_response(
-    model: torch.nn.Module,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = -1,
-    eos_token_ids: Iterable[int] = (),
-    generator: torch.Generator | None = None,
-) -> tuple[list[int], list[float], str]:
-    """Generate up to ``max_new_tokens`` tokens after ``prompt_ids``.
-
-    Returns ``(token_ids, log_probs, finish_reason)`` with finish_reason ``"stop"`` (an EOS token was
-    produced; it is included, as vLLM does) or ``"length"``. ``temperature == 0`` means greedy decoding.
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    eos = set(int(t) for t in eos_token_ids)
-    input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
-    out = model(input_ids=input_ids, use_cache=True)
-    past = out.past_key_values
-    logits = out.logits[:, -1, :].float()
-    tokens: list[int] = []
-    log_probs: list[float] = []
-    finish = "length"
-    for _ in range(max_new_tokens):
-        if temperature > 0:
-            scaled = logits / temperature
-            probs = torch.softmax(filter_logits(scaled, top_k, top_p), dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=generator).item())
-        else:
-            scaled = logits
-            token = int(torch.argmax(logits, dim=-1).item())
-        log_probs.append(float(torch.log_softmax(scaled, dim=-1)[0, token].item()))
-        tokens.append(token)
-        if token in eos:
-            finish = "stop"
-            break
-        out = model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-    return tokens, log_probs, finish
-
-
 @dataclass
 class SampleRequest:
     """One request of a batch: its prompt, token budget, sampling settings and random stream."""
@@ -95,11 +50,13 @@ class SampleRequest:
 def sample_batch(
     model: torch.nn.Module, requests: Sequence[SampleRequest], eos_token_ids: Iterable[int] = (), pad_token_id: int = 0
 ) -> list[tuple[list[int], list[float], str]]:
-    """:func:`sample_response` for several requests with one forward pass per generated token.
+    """Generate for several requests with one forward pass per generated token.
 
+    Returns one ``(token_ids, log_probs, finish_reason)`` per request, in order: finish_reason ``"stop"`` (an EOS
+    token was produced; it is included, as vLLM does) or ``"length"``; ``temperature == 0`` means greedy decoding.
     Prompts are left-padded (attention mask and explicit position ids, so each row sees exactly its own tokens);
     a row that has stopped keeps a slot in the batch until the longest one ends, fed a padding token whose output
-    is ignored. Row i draws from ``requests[i].generator`` once per token, as :func:`sample_response` does; the
+    is ignored. Row i draws from ``requests[i].generator`` once per sampled token, as it would alone; the
     logits of a padded batch may differ from an unpadded forward pass by float rounding only.
     """
     if not requests:
