@@ -111,6 +111,49 @@ def test_band_plot_draws_each_method_in_its_own_colour_and_refuses_nothing_to_dr
         plot_bands([], tmp_path / "q.png", "title")
 
 
+def test_a_run_takes_the_seeds_step0_validation_from_a_finished_run_of_another_method(tmp_path, monkeypatch):
+    """verl is faked: the check is which overrides a run gets, what lands in its validation folder and done.json."""
+    from types import SimpleNamespace
+
+    import erpo_verl.integration.cpu.launch as launch
+
+    protocol = br.Protocol(steps=2, test_freq=2, val_n=2, num_test=2)
+    calls = []
+
+    def fake_run(overrides, folder, timeout):
+        def last(key):  # the last value wins in Hydra (the CPU profile's own defaults come first)
+            return [o for o in overrides if o.startswith(key + "=")][-1].split("=", 1)[1]
+
+        before = last("trainer.val_before_train") == "True"
+        calls.append(before)
+        method = last("trainer.experiment_name").split("_seed")[0]
+        (folder / "validation").mkdir(parents=True)
+        for step in ([0] if before else []) + [2]:
+            rows = [{"input": p, "acc": (method, step, p, i) == ("grpo", 0, "a", 0), "score": 0.0}
+                    for p in ("a", "b") for i in range(2)]
+            (folder / "validation" / f"{step}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        records = [{"step": s, "actor/entropy": 0.5} for s in (1, 2)]
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "data": {"actor/entropy": 0.5}})
+                                                         for s in (1, 2)))
+        return SimpleNamespace(returncode=0, metrics=records, seconds=1.0, log_path=folder / "train.log")
+
+    monkeypatch.setattr(launch, "run_verl_cpu", fake_run)
+    assets = {"model": "m", "train": "t", "test": "v", "sft": {"key": "sft1"}}
+    first = br.run_once(tmp_path, assets, "grpo", 1, protocol)
+    other_seed = br.run_once(tmp_path, assets, "grpo", 2, protocol)
+    second = br.run_once(tmp_path, assets, "erpo", 1, protocol)
+    assert calls == [True, True, False]  # seed 2 has no finished run to take it from
+    assert first["step0_from"] is None and other_seed["step0_from"] is None and second["step0_from"] == "grpo_seed1"
+    # the copied dump is the donor's: grpo's one correct sample at step 0 (pass@1 = 1/4 over 2 prompts x 2)
+    assert second["curve"][0] == {"step": 0, "pass@1": 0.25, "pass@2": 0.5, "prompts": 2}
+    assert json.loads((tmp_path / "runs" / "erpo_seed1" / "done.json").read_text())["step0_from"] == "grpo_seed1"
+    # a run of another protocol or SFT policy is never a donor
+    assert br.step0_donor(tmp_path, {"protocol": "other", "sft": "sft1", "seed": 1, "method": "dapo"}) is None
+    assert br.step0_donor(tmp_path, {"protocol": protocol.key(), "sft": "x", "seed": 1, "method": "dapo"}) is None
+    # reused runs keep saying where their step-0 validation came from
+    assert br.run_once(tmp_path, assets, "erpo", 1, protocol)["step0_from"] == "grpo_seed1" and len(calls) == 3
+
+
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         br.main(["--seeds", "1,2"])

@@ -196,7 +196,8 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / "runs" / f"{method}_seed{seed}"
 
 
-def run_overrides(assets: dict, method: str, seed: int, protocol: Protocol, folder: Path) -> list[str]:
+def run_overrides(assets: dict, method: str, seed: int, protocol: Protocol, folder: Path,
+                  validate_before_training: bool = True) -> list[str]:
     from erpo_verl.integration.cpu.profile import cpu_overrides
 
     overrides = cpu_overrides(str(assets["model"]), str(assets["train"]), str(assets["test"]),
@@ -214,7 +215,8 @@ def run_overrides(assets: dict, method: str, seed: int, protocol: Protocol, fold
         # validations are identical and their paired differences carry far less sampling noise
         "actor_rollout_ref.rollout.full_determinism=True",
         # validation: the test split, k samples per prompt, the training sampler (T = 1, no top-k / top-p)
-        "trainer.val_before_train=True",
+        # False only when the seed's step-0 validation is taken from another method's run (run_once)
+        f"trainer.val_before_train={validate_before_training}",
         f"trainer.test_freq={protocol.test_freq}",
         f"trainer.validation_data_dir={folder / 'validation'}",
         f"actor_rollout_ref.rollout.val_kwargs.n={protocol.val_n}",
@@ -281,8 +283,31 @@ def run_summary(records: list[dict], curve: list[dict], k: int, window: int = 5)
     }
 
 
+def step0_donor(out: Path, wanted: dict) -> Path | None:
+    """A finished run of another method on the same seed, protocol and SFT policy whose step-0 validation dump
+    this run can take instead of validating the same policy again.
+
+    Under common random numbers the step-0 validation depends only on the policy, the test split and the seed,
+    not on the method: the nine seed-1 runs, each validating on its own, dumped the same 1,024 (prompt, response,
+    verdict) triples. Copying it saves one validation per run (~1 min on 2 cores, more when two runs share them).
+    """
+    for done in sorted((out / "runs").glob(f"*_seed{wanted['seed']}/done.json")):
+        if done.parent.name == f"{wanted['method']}_seed{wanted['seed']}":
+            continue
+        try:
+            other = json.loads(done.read_text())["wanted"]
+        except (OSError, ValueError, KeyError):
+            continue
+        same = all(other.get(key) == wanted[key] for key in ("protocol", "sft", "seed"))
+        if same and (done.parent / "validation" / "0.jsonl").is_file():
+            return done.parent
+    return None
+
+
 def run_once(out: Path, assets: dict, method: str, seed: int, protocol: Protocol, log=print) -> dict:
     """Train (or reuse) one method x seed; returns ``{"records", "curve", "summary", "seconds", "reused"}``."""
+    import shutil
+
     from erpo_verl.integration.cpu.launch import run_verl_cpu
 
     folder = run_dir(out, method, seed)
@@ -295,25 +320,27 @@ def run_once(out: Path, assets: dict, method: str, seed: int, protocol: Protocol
             records = load_metrics(folder / "metrics.jsonl")
             curve = validation_curve(folder / "validation", protocol.val_n)
             return {"records": records, "curve": curve, "summary": run_summary(records, curve, protocol.val_n),
-                    "seconds": record["seconds"], "reused": True}
+                    "seconds": record["seconds"], "reused": True, "step0_from": record.get("step0_from")}
     if folder.exists():  # unfinished, or another protocol: start over
-        import shutil
-
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    run = run_verl_cpu(run_overrides(assets, method, seed, protocol, folder), folder,
-                       timeout=max(900, 60 * protocol.steps))
+    donor = step0_donor(out, wanted)
+    run = run_verl_cpu(run_overrides(assets, method, seed, protocol, folder, validate_before_training=donor is None),
+                       folder, timeout=max(900, 60 * protocol.steps))
     if run.returncode != 0 or len(run.metrics) < protocol.steps:
         raise RuntimeError(f"{method} seed {seed} failed (exit code {run.returncode}, {len(run.metrics)} of "
                            f"{protocol.steps} steps); last lines of {run.log_path}:\n{run.log_tail()}")
+    if donor is not None:
+        shutil.copyfile(donor / "validation" / "0.jsonl", folder / "validation" / "0.jsonl")
     curve = validation_curve(folder / "validation", protocol.val_n)
     expected = sorted({0, protocol.steps, *range(protocol.test_freq, protocol.steps + 1, protocol.test_freq)})
     if [p["step"] for p in curve] != expected:
         raise RuntimeError(f"{method} seed {seed}: validations at steps {[p['step'] for p in curve]}, "
                            f"expected {expected} (see {folder / 'validation'})")
-    done.write_text(json.dumps({"wanted": wanted, "seconds": run.seconds}))
+    step0_from = donor.name if donor is not None else None
+    done.write_text(json.dumps({"wanted": wanted, "seconds": run.seconds, "step0_from": step0_from}))
     return {"records": run.metrics, "curve": curve, "summary": run_summary(run.metrics, curve, protocol.val_n),
-            "seconds": run.seconds, "reused": False}
+            "seconds": run.seconds, "reused": False, "step0_from": step0_from}
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -434,7 +461,8 @@ def _fmt_duration(seconds: float) -> str:
 
 def _progress(log, index, runs, method, seed, result, protocol, started, eta) -> None:
     s = result["summary"]
-    log(f"[{index}/{len(runs)}] {method} seed {seed}: {'reused' if result['reused'] else 'trained'} "
+    shared = f", step-0 validation from {result['step0_from']}" if result.get("step0_from") else ""
+    log(f"[{index}/{len(runs)}] {method} seed {seed}: {'reused' if result['reused'] else 'trained'}{shared} "
         f"({result['seconds']:.0f}s, {s['step_seconds']:.1f}s/step, {s['validation_seconds']:.0f}s/validation)  "
         f"final pass@1 {s['final_pass@1']:.3f}  pass@{protocol.val_n} {s[f'final_pass@{protocol.val_n}']:.3f}  "
         f"AUC {s['auc_pass@1']:.3f}  entropy {s['entropy_final']:.3f}  | elapsed "
@@ -542,6 +570,7 @@ def main(argv=None) -> int:
         "sft": assets["sft"], "base": {k_: v for k_, v in base.items() if k_ != "correct_per_prompt"},
         "methods": {m: method_overrides(m, protocol) for m in methods}, "table": table,
         "runs": {m: {str(s): {"summary": r["summary"], "curve": r["curve"], "seconds": r["seconds"],
+                              "step0_from": r.get("step0_from"),
                               "entropy": list(zip(*series(r["records"], ENTROPY))),
                               "response_length": list(zip(*series(r["records"], LENGTH))),
                               "step_time": list(zip(*series(r["records"], STEP_TIME)))}
