@@ -9,6 +9,8 @@
 3. trains every method x seed from that policy through ``verl.trainer.main_ppo`` on the CPU backend with the
    same shared settings (:data:`PROTOCOL`), validating on the test split with ``val_kwargs.n = 16`` samples per
    prompt every ``test_freq`` steps (verl's validation; generations dumped by ``trainer.validation_data_dir``);
+   the step-0 validation is the same for every method of a seed (common random numbers), so a run copies it from
+   a finished run of its seed when there is one (:func:`step0_donor`);
 4. scores each validation dump: pass@1 = avg@16, unbiased pass@16 (erpo_verl.eval.metrics.pass_at_k), the area
    under the pass@1 curve; and reads entropy, response length and step time from verl's metrics;
 5. writes ``<out>/results.md`` (mean ± SE over seeds per method, the seed-paired difference to GRPO with a 95%
