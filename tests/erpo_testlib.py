@@ -398,3 +398,81 @@ DAPO_TOY_OVERRIDES = [
     "+reward.reward_kwargs.overlong_buffer_cfg.log=True",
     "+reward.reward_kwargs.max_resp_len=16",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the suite's ledger of end-to-end runs, and waiting without fixed deadlines
+# ---------------------------------------------------------------------------------------------------------------
+def undeclared_run_owners(runs: list[dict], doc_text: str) -> list[str]:
+    """The owners (``tests/<file>.py::<test or fixture>``) of ledger runs that docs/testing.md does not name."""
+    owners = sorted({str(run.get("owner", "?")) for run in runs})
+    return [owner for owner in owners if f"`{owner}`" not in doc_text]
+
+
+def wait_until(done, progress=None, stall_s: float = 180.0, poll_s: float = 0.5, what: str = "condition"):
+    """Poll ``done()`` until it returns something truthy (returned). Fails only when nothing moves for ``stall_s``.
+
+    ``progress()`` returns anything comparable that changes while the awaited thing advances (a process count,
+    a log size): each change restarts the stall clock, so a slow, loaded machine gets as long as it keeps
+    working, and a hung one fails after ``stall_s`` of silence instead of a fixed total deadline.
+    """
+    import time
+
+    last_seen = progress() if progress else None
+    last_change = time.monotonic()
+    while True:
+        result = done()
+        if result:
+            return result
+        if progress is not None:
+            now = progress()
+            if now != last_seen:
+                last_seen, last_change = now, time.monotonic()
+        if time.monotonic() - last_change > stall_s:
+            raise AssertionError(f"waiting for {what}: nothing moved for {stall_s:.0f}s (last progress {last_seen!r})")
+        time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks of end-to-end runs shared by several test files (one run carries several behaviours: docs/testing.md)
+# ---------------------------------------------------------------------------------------------------------------
+ERPO_METRICS = [
+    "erpo/gate_mean",
+    "erpo/gate_std",
+    "erpo/gate_max",
+    "erpo/pivot_frac",
+    "erpo/zero_var_group_frac",
+    "erpo/progress_abs_mean",
+    "erpo/adv_mean",
+    "erpo/adv_std",
+    "erpo/sign_flip_frac",
+]
+
+
+def assert_entropy_aware_run(run) -> None:
+    """An ERPO / EP-GRPO run through ``erpo_sync``: every step logged the ``erpo/`` metrics from a gate that saw
+    varying entropy, the reference policy ran without a KL term, the progress term was active at the last step,
+    and verl's *sync* code paths were taken (not the async replay buffer's gen_batch_size=1)."""
+    for record in run.metrics:
+        missing = [k for k in ERPO_METRICS if k not in record]
+        assert not missing, f"step {record['step']} lacks {missing}"
+        assert record["erpo/gate_std"] > 0  # the gate really saw varying entropy
+        assert "timing_s/ref" in record and "actor/kl_loss" in record  # the reference policy ran
+        assert record["actor/kl_coef"] == 0.0  # ... with no KL term in the loss
+    # after step 1 the policy has moved away from the reference: the implicit progress term is active
+    assert run.metrics[-1]["erpo/progress_abs_mean"] > 0
+    assert "gen_batch_size defaulted to 1" not in run.log_path.read_text()
+
+
+def assert_aer_entered_the_loss(run) -> None:
+    """AER really ran: its entropy bonus entered the loss with the coefficient of each step."""
+    for record in run.metrics:
+        assert record["aer/alpha"] > 0 and record["actor/aer_entropy_bonus"] > 0
+        expected = record["aer/alpha"] * record["actor/entropy_loss"]
+        assert record["actor/aer_entropy_bonus"] == _approx(expected, rel=0.05)
+
+
+def _approx(*args, **kwargs):
+    import pytest
+
+    return pytest.approx(*args, **kwargs)

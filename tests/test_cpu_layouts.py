@@ -1,12 +1,15 @@
 """Cluster layouts of the CPU profile: two FSDP ranks (``CPU_GPUS_PER_NODE=2``) and a local two-node Ray cluster
 (``CPU_NNODES=2``), end to end through verl's trainer, plus the launcher's validation and teardown.
 
-The slow runs are shared through module fixtures (tiny: the toy model, 2 steps each):
+The slow runs are shared through module fixtures (tiny: the toy model, 2 steps each), and each carries several
+behaviours (docs/testing.md maps them):
 
-* ``one_rank`` / ``two_ranks``: ERPO + AER, same data and seeds, one vs two FSDP ranks (``two_ranks`` saves a
-  checkpoint at step 2, ``resumed`` continues it with two ranks);
-* ``two_nodes``: ERPO + AER with one rank on each of two raylets, with the test-only trace
-  (:mod:`erpo_verl.integration.trace`) recording where our registered code ran.
+* ``one_rank`` / ``two_ranks``: ERPO + AER, same data and seeds, one vs two FSDP ranks. ``one_rank`` is also the
+  suite's ERPO run (the ``erpo/`` metrics, the reference policy, AER in the loss); ``two_ranks`` saves a
+  checkpoint at step 2 with AER's controller state, and ``resumed`` continues it with two ranks (the suite's
+  checkpoint-and-resume run);
+* ``two_nodes``: EP-GRPO + AER with one rank on each of two raylets, with the test-only trace
+  (:mod:`erpo_verl.integration.trace`) recording where our registered code ran; also the suite's EP-GRPO run.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from erpo_testlib import assert_aer_entered_the_loss, assert_entropy_aware_run, wait_until
 
 from erpo_verl.integration.cpu.cluster import (
     LayoutError,
     Layout,
+    cleanup_run,
     layout_of_overrides,
     parse_layout,
     processes_of,
@@ -111,7 +116,7 @@ def test_trace_records_nothing_unless_its_directory_is_set(tmp_path, monkeypatch
     assert event["event"] == "loss.aer" and event["pid"] == os.getpid() and event["extra"] == 1
 
 
-def two_node_evidence_problems(events: list[dict], node_ids: list[str]) -> list[str]:
+def two_node_evidence_problems(events: list[dict], node_ids: list[str], estimator: str = "erpo") -> list[str]:
     """What is missing from a two-node run's trace for 'the plugin works on both nodes' (empty: nothing)."""
     problems = []
     nodes = set(node_ids)
@@ -125,13 +130,13 @@ def two_node_evidence_problems(events: list[dict], node_ids: list[str]) -> list[
     if {n for n, _ in aer} != nodes or {r for _, r in aer} != {"0", "1"}:
         problems.append(f"AER loss ran as (node, rank) {sorted(aer)}: not rank 0 and rank 1 on both nodes")
     advantage = [e for e in events if e["event"] == "advantage"]
-    erpo_fn = ESTIMATORS["erpo"][0]
+    our_fn = ESTIMATORS[estimator][0]
     if not advantage or not all(
-        e["trainer_mode"] == "erpo_sync" and e["estimator"] == "erpo"
-        and e["fn"] == f"{erpo_fn.__module__}.{erpo_fn.__qualname__}" and e["erpo_metrics"]
+        e["trainer_mode"] == "erpo_sync" and e["estimator"] == estimator
+        and e["fn"] == f"{our_fn.__module__}.{our_fn.__qualname__}" and e["erpo_metrics"]
         and e["node_id"] in nodes for e in advantage
     ):
-        problems.append(f"erpo_sync did not run the erpo estimator on a cluster node: {advantage}")
+        problems.append(f"erpo_sync did not run the {estimator} estimator on a cluster node: {advantage}")
     return problems
 
 
@@ -153,6 +158,11 @@ def test_two_node_evidence_check_fails_when_the_second_node_lacks_the_plugin():
     assert "not on all of" in two_node_evidence_problems(without_b, ["A", "B"])[0]
     one_node_only = [e for e in good if e["node_id"] != "B"]
     assert len(two_node_evidence_problems(one_node_only, ["A", "B"])) == 2
+    # the advantage step must have run the estimator the run asked for, through our function
+    assert "did not run the ep_grpo estimator" in two_node_evidence_problems(good, ["A", "B"], "ep_grpo")[0]
+    ep = [dict(e, estimator="ep_grpo", fn=f"{ESTIMATORS['ep_grpo'][0].__module__}.{ESTIMATORS['ep_grpo'][0].__qualname__}")
+          if e["event"] == "advantage" else e for e in good]
+    assert two_node_evidence_problems(ep, ["A", "B"], "ep_grpo") == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -251,6 +261,7 @@ def test_two_fsdp_ranks_run_erpo_with_aer_and_match_the_one_rank_first_step(one_
         assert [int(r["step"]) for r in run.metrics] == [1, 2]
         assert all(r["aer/alpha"] > 0 and r["actor/aer_entropy_bonus"] > 0 for r in run.metrics)  # AER active
         assert all("erpo/gate_std" in r for r in run.metrics)  # the ERPO estimator ran
+        assert_aer_entered_the_loss(run)
     assert "trainer.n_gpus_per_node=2" in two_ranks.log_path.read_text()
     # the same samples: the rollout drew identical responses in both layouts (same rewards and lengths)
     for key in ("critic/score/mean", "critic/score/max", "critic/score/min", "response_length/mean"):
@@ -262,6 +273,16 @@ def test_two_fsdp_ranks_run_erpo_with_aer_and_match_the_one_rank_first_step(one_
         assert math.isfinite(one) and math.isfinite(two)
         assert two == pytest.approx(one, rel=REL_TOL, abs=1e-6), f"{key}: 1 rank {one} vs 2 ranks {two}"
     assert _first(one_rank, "actor/grad_norm") > 0
+
+
+@pytest.mark.slow
+def test_erpo_runs_with_the_reference_policy_and_logs_its_metrics_every_step(one_rank):
+    """The suite's ERPO run (formerly its own run in test_e2e_cpu.py): the estimator got entropy and the
+    reference log-probs through erpo_sync and logged every ``erpo/`` metric; AER's bonus entered the loss."""
+    assert [int(r["step"]) for r in one_rank.metrics] == [1, 2]
+    assert all(math.isfinite(r["actor/grad_norm"]) and r["actor/grad_norm"] > 0 for r in one_rank.metrics)
+    assert_entropy_aware_run(one_rank)
+    assert_aer_entered_the_loss(one_rank)
 
 
 @pytest.mark.slow
@@ -285,12 +306,18 @@ def test_two_rank_actor_is_sharded_half_of_each_parameter_per_rank(two_ranks):
 
 @pytest.mark.slow
 def test_a_checkpoint_saved_with_two_ranks_resumes_with_two_ranks(two_ranks, layout_assets, tmp_path):
+    """The suite's checkpoint-and-resume run (AER's controller state included)."""
     ckpt = two_ranks.out_dir / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    assert (ckpt / "global_step_2" / "actor").is_dir()
+    assert (ckpt / "global_step_2" / "erpo_aer_state.json").exists()  # AER's controller state was saved
     resumed = _train(layout_assets, tmp_path / "resumed", 3, [f"trainer.default_local_dir={ckpt}",
                                                              "trainer.resume_mode=auto"], gpus_per_node=2)
     assert [int(r["step"]) for r in resumed.metrics] == [3]  # resumed at step 3, not from 0
+    # the controller continued from the saved state: same anchor entropy, alpha picks up where it stopped
+    assert resumed.metrics[0]["aer/initial_entropy"] == pytest.approx(two_ranks.metrics[0]["aer/initial_entropy"])
     assert resumed.metrics[0]["aer/alpha"] == pytest.approx(two_ranks.metrics[-1]["aer/alpha_next"])
+    assert_aer_entered_the_loss(resumed)
     assert_nothing_left_behind(resumed, resumed.shm_before)
 
 
@@ -307,7 +334,7 @@ def two_nodes(toy_assets, tmp_path_factory):
 
     shm_before = _shm_entries()
     out = tmp_path_factory.mktemp("two_nodes")
-    run = train_toy("erpo", out, toy_assets, 2, seed=1, extra=list(AER), quiet=True, train_batch_size=4, nnodes=2,
+    run = train_toy("ep_grpo", out, toy_assets, 2, seed=1, extra=list(AER), quiet=True, train_batch_size=4, nnodes=2,
                     extra_env={trace.ENV: str(trace_dir)})
     run.shm_before = shm_before
     run.events = trace.read(trace_dir)
@@ -316,12 +343,12 @@ def two_nodes(toy_assets, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_ray_nodes_run_erpo_with_the_plugin_active_on_both(two_nodes):
+def test_two_ray_nodes_run_ep_grpo_with_the_plugin_active_on_both(two_nodes):
     assert [int(r["step"]) for r in two_nodes.metrics] == [1, 2]
     assert two_nodes.layout == Layout(2, 1) and len(set(two_nodes.node_ids)) == 2
     log = two_nodes.log_path.read_text()
     assert "+ray_kwargs.ray_init.address=" in log and "trainer.nnodes=2" in log
-    problems = two_node_evidence_problems(two_nodes.events, two_nodes.node_ids)
+    problems = two_node_evidence_problems(two_nodes.events, two_nodes.node_ids, "ep_grpo")
     assert not problems, "\n".join(problems)
     # the AER loss ran in two different worker processes, one per node
     aer_pids = {(e["node_id"], e["pid"]) for e in two_nodes.events if e["event"] == "loss.aer"}
@@ -330,30 +357,64 @@ def test_two_ray_nodes_run_erpo_with_the_plugin_active_on_both(two_nodes):
 
 
 @pytest.mark.slow
+def test_ep_grpo_runs_with_the_reference_policy_and_logs_its_metrics_every_step(two_nodes):
+    """The suite's EP-GRPO run (formerly its own run in test_e2e_cpu.py), here across two Ray nodes."""
+    assert_entropy_aware_run(two_nodes)
+    assert_aer_entered_the_loss(two_nodes)
+
+
+# The interrupt test waits on what it is waiting for, not on a clock: each wait fails only when nothing has moved
+# (no new output line, no process started or ended) for this long, so a loaded machine gets the time it needs.
+INTERRUPT_STALL_S = 240.0
+RUN_PROCESSES = 16  # the two raylets' own processes plus verl's driver and its Ray workers
+
+
+@pytest.mark.slow
 def test_interrupting_the_launcher_tears_the_two_node_cluster_down(toy_assets, tmp_path):
-    """Ctrl-C (SIGINT) to ``python -m erpo_verl.integration.cpu.launch`` while the two raylets and verl run."""
+    """Ctrl-C (SIGINT) to ``python -m erpo_verl.integration.cpu.launch`` while the two raylets and verl run.
+
+    The run asks for far more steps than it gets to, so it is always interrupted mid-run, never after it ended."""
     overrides = cpu_overrides(str(toy_assets["model"]), str(toy_assets["train"]), str(toy_assets["val"]),
-                              steps=2, train_batch_size=4, nnodes=2, output_dir=str(tmp_path))
+                              steps=500, train_batch_size=4, nnodes=2, output_dir=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "erpo_verl.integration.cpu.launch", "--", *overrides,
-                             "algorithm.adv_estimator=grpo"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    root = None
-    deadline = time.time() + 240
-    for line in proc.stderr:  # "[erpo launch] layout ...; Ray temp root /tmp/erpo-ray-..."
-        if "Ray temp root" in line:
-            root = Path(line.strip().rsplit(" ", 1)[1])
-            break
-    assert root is not None, "the launcher did not report its Ray temp root"
-    tail: list[str] = []
-    drain = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)  # keep verl's output flowing
+                             "algorithm.adv_estimator=grpo"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    drain = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # keep the output flowing
     drain.start()
-    # wait until verl's driver has joined and Ray workers exist beyond the two raylets' own processes
-    while time.time() < deadline and len(processes_of(root)) < 16:
-        time.sleep(1)
-    running = len(processes_of(root))
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=180)
-    drain.join(timeout=10)
-    assert proc.returncode == 130, "".join(tail)[-2000:]
-    assert running >= 16, f"only {running} processes were up when interrupted"
+    root = None
+    try:
+        def output():
+            return "".join(lines)[-3000:]
+
+        def root_line():  # "[erpo launch] layout ...; Ray temp root /tmp/erpo-ray-..."
+            if proc.poll() is not None:
+                raise AssertionError(f"the launcher exited ({proc.returncode}) before reporting its Ray root:\n{output()}")
+            return next((ln for ln in list(lines) if "Ray temp root" in ln), None)
+
+        root = Path(wait_until(root_line, progress=lambda: len(lines), stall_s=INTERRUPT_STALL_S,
+                               what="the launcher's Ray temp root").strip().rsplit(" ", 1)[1])
+
+        def verl_running():
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended ({proc.returncode}) before it was interrupted:\n{output()}")
+            return len(processes_of(root)) >= RUN_PROCESSES
+
+        wait_until(verl_running, progress=lambda: (len(lines), len(processes_of(root))), stall_s=INTERRUPT_STALL_S,
+                   what=f"{RUN_PROCESSES} processes of the run")
+        running = len(processes_of(root))
+        proc.send_signal(signal.SIGINT)
+        # teardown: wait while processes keep ending or the launcher keeps talking
+        wait_until(lambda: proc.poll() is not None, progress=lambda: (len(lines), len(processes_of(root))),
+                   stall_s=INTERRUPT_STALL_S, what="the launcher to exit after SIGINT")
+    finally:
+        if proc.poll() is None:  # a failed wait: end the launcher and whatever of its run is left
+            proc.kill()
+            proc.wait()
+            if root is not None:
+                cleanup_run(root)
+    drain.join(timeout=30)
+    assert proc.returncode == 130, output()
+    assert "interrupted: the run's Ray processes were ended" in output()
+    assert running >= RUN_PROCESSES, f"only {running} processes were up when interrupted"
     assert processes_of(root) == [] and not root.exists()

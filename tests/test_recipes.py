@@ -118,10 +118,11 @@ def _fail_message(result: subprocess.CompletedProcess) -> str:
 # ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory):
-    """The four recipes under DRY_RUN=1, started concurrently; algo -> (CompletedProcess, parsed config)."""
+    """The four recipes and the entropy-method recipes under DRY_RUN=1, started concurrently (each is ~7 s of
+    importing verl; together they take ~4 of them on two cores); algo -> (CompletedProcess, parsed config)."""
     tmp = tmp_path_factory.mktemp("recipes_dry")
     procs = {}
-    for algo in ALGOS:
+    for algo in [*ALGOS, *sorted(ENTROPY_METHOD_RECIPES)]:
         env = recipe_env(tmp, DRY_RUN="1")
         procs[algo] = subprocess.Popen(
             ["bash", str(RECIPES / f"run_{algo}_qwen7b.sh")],
@@ -231,6 +232,7 @@ def test_recipe_scripts_differ_only_in_their_algo_block():
 # ------------------------------------------------------------------------------------------------------------
 # DRY_RUN=1: ablations and the CPU profile
 # ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # five full compositions in sequence (~50 s): in `make test`, not in `make test-fast`
 def test_ablation_entry_dry_run_composes_every_default_ablation_with_the_same_seed(tmp_path):
     result = run_script("ablate_erpo.sh", recipe_env(tmp_path, DRY_RUN="1"))
     assert result.returncode == 0, _fail_message(result)
@@ -546,12 +548,11 @@ ENTROPY_METHOD_RECIPES = {
 
 
 @pytest.mark.parametrize("recipe", sorted(ENTROPY_METHOD_RECIPES))
-def test_entropy_method_recipes_compose_and_change_only_their_method_keys(tmp_path, dry_runs, recipe):
+def test_entropy_method_recipes_compose_and_change_only_their_method_keys(dry_runs, recipe):
     baseline, expected, extra_keys = ENTROPY_METHOD_RECIPES[recipe]
-    result = run_script(f"run_{recipe}_qwen7b.sh", recipe_env(tmp_path, DRY_RUN="1"))
+    result, config = dry_runs[recipe]
     assert result.returncode == 0, _fail_message(result)
     assert "recipe_check: OK" in result.stderr
-    config = yaml.safe_load(result.stdout)
     for key, value in expected.items():
         assert get(config, key) == value, key
     base_result, base_config = dry_runs[baseline]

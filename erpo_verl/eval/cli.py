@@ -17,8 +17,10 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
+from erpo_verl.run_ledger import record_run
 from erpo_verl.eval.generations import GenerationsError, read_generations, score_generations
 from erpo_verl.eval.metrics import benchmark_results, format_table, group_samples
 
@@ -188,6 +190,7 @@ def run_generate(args) -> int:
     engine_kwargs = {"model": args.model, "seed": args.seed, "tensor_parallel_size": args.tensor_parallel_size}
     if args.max_model_len:
         engine_kwargs["max_model_len"] = args.max_model_len
+    started = time.time()
     llm = LLM(**engine_kwargs)
     sampling = SamplingParams(
         n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
@@ -208,6 +211,7 @@ def run_generate(args) -> int:
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     print(f"wrote {sum(len(o.outputs) for o in outputs)} responses to {args.out}")
+    record_run("vllm_generate", time.time() - started, rows=len(rows), n=args.n)
     return EXIT_OK
 
 

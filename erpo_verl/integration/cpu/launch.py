@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erpo_verl import run_ledger
 from erpo_verl.integration.cpu.cluster import (
     Layout,
     LocalCluster,
@@ -72,8 +73,10 @@ class _RunContext:
         self.ray_tmpdir: Path | None = None
         self.stragglers: list[int] = []
         self.shm: ShmTracker | None = None
+        self.started = 0.0
 
     def __enter__(self) -> _RunContext:
+        self.started = time.time()
         self.ray_tmpdir = make_ray_tmpdir()
         self.env["RAY_TMPDIR"] = str(self.ray_tmpdir)  # every process of the run carries it (see cluster.py)
         tmpdir = self.ray_tmpdir
@@ -105,6 +108,20 @@ class _RunContext:
                 self.stragglers = cleanup_run(self.ray_tmpdir)
             if self.shm is not None:
                 self.shm.finish()
+            run_ledger.record_run("verl", time.time() - self.started, layout=self.layout.describe(),
+                                   steps=_override(self.overrides, "trainer.total_training_steps"),
+                                   estimator=_override(self.overrides, "algorithm.adv_estimator"),
+                                   rollout=_override(self.overrides, "actor_rollout_ref.rollout.name"))
+
+
+def _override(overrides: list[str], key: str) -> str | None:
+    """The last value given to ``key`` in Hydra overrides (for the test ledger)."""
+    found = None
+    for item in overrides:
+        name, sep, value = item.lstrip("+").partition("=")
+        if sep and name == key:
+            found = value
+    return found
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
