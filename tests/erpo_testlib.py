@@ -476,3 +476,26 @@ def _approx(*args, **kwargs):
     import pytest
 
     return pytest.approx(*args, **kwargs)
+
+
+def run_python_together(jobs: dict[str, tuple[str, dict[str, str]]], timeout: float = 300) -> dict:
+    """Run several ``python -c code`` probes at once (``name -> (code, env)``): each spends most of its seconds
+    importing verl, so started together on two cores they cost about half of one after the other.
+    Returns ``name -> subprocess.CompletedProcess`` (text mode)."""
+    import subprocess
+    import sys
+
+    procs = {name: subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, (code, env) in jobs.items()}
+    results = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=timeout)
+            results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results

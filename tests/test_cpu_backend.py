@@ -3,11 +3,10 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from erpo_testlib import run_python_together
 
 from erpo_verl.integration.cpu.sampling import SampleRequest, filter_logits, sample_batch
 
@@ -38,16 +37,25 @@ print(json.dumps({
 """
 
 
-def _probe(extra_env):
+def _env(extra_env):
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE")}
     env.update(extra_env)
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=180)
+    return env
+
+
+@pytest.fixture(scope="module")
+def probed():
+    """The probe with CPU mode off and on: two fresh interpreters, started together."""
+    return run_python_together({"off": (PROBE, _env({})), "cpu": (PROBE, _env({"VERL_PLATFORM": "cpu"}))})
+
+
+def _state(out) -> dict:
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_cpu_backend_leaves_verl_untouched_when_cpu_mode_is_off():
-    state = _probe({})
+def test_cpu_backend_leaves_verl_untouched_when_cpu_mode_is_off(probed):
+    state = _state(probed["off"])
     assert state == {
         "cpu_module_loaded": False,
         "dist_patched": False,
@@ -62,8 +70,8 @@ def test_cpu_backend_leaves_verl_untouched_when_cpu_mode_is_off():
     }
 
 
-def test_cpu_mode_registers_platform_patches_and_rollout():
-    state = _probe({"VERL_PLATFORM": "cpu"})
+def test_cpu_mode_registers_platform_patches_and_rollout(probed):
+    state = _state(probed["cpu"])
     assert state == {
         "cpu_module_loaded": True,
         "dist_patched": True,

@@ -116,16 +116,29 @@ def _fail_message(result: subprocess.CompletedProcess) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # DRY_RUN=1: the four recipes
 # ------------------------------------------------------------------------------------------------------------
+# Dry runs started together by the `dry_runs` fixture besides the recipes themselves: name -> (script, settings, args)
+EXTRA_DRY_RUNS = {
+    "dapo@cpu-tiny": ("run_dapo_qwen7b.sh", {"PROFILE": "cpu-tiny"}, ()),
+    "erpo+bad_override": ("run_erpo_qwen7b.sh", {}, ("+algorithm.erpo.gate_gama=3",)),
+}
+
+
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory):
-    """The four recipes and the entropy-method recipes under DRY_RUN=1, started concurrently (each is ~7 s of
-    importing verl; together they take ~4 of them on two cores); algo -> (CompletedProcess, parsed config)."""
+    """The four recipes, the entropy-method recipes and EXTRA_DRY_RUNS under DRY_RUN=1, started concurrently
+    (each is ~7 s of importing verl; together they take about half as long on two cores);
+    name -> (CompletedProcess, parsed config or None)."""
     tmp = tmp_path_factory.mktemp("recipes_dry")
+    jobs = {algo: (f"run_{algo}_qwen7b.sh", {}, ()) for algo in [*ALGOS, *sorted(ENTROPY_METHOD_RECIPES)]}
+    jobs.update(EXTRA_DRY_RUNS)
     procs = {}
-    for algo in [*ALGOS, *sorted(ENTROPY_METHOD_RECIPES)]:
-        env = recipe_env(tmp, DRY_RUN="1")
-        procs[algo] = subprocess.Popen(
-            ["bash", str(RECIPES / f"run_{algo}_qwen7b.sh")],
+    for name, (script, settings, args) in jobs.items():
+        # the recipes share one output root (their configs are compared); the extra runs get their own folders
+        # (the same experiment names: one would overwrite the other's resolved config)
+        where = tmp / name.replace("@", "_").replace("+", "_") if name in EXTRA_DRY_RUNS else tmp
+        env = recipe_env(where, DRY_RUN="1", **settings)
+        procs[name] = subprocess.Popen(
+            ["bash", str(RECIPES / script), *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -133,11 +146,11 @@ def dry_runs(tmp_path_factory):
             cwd=REPO,
         )
     results = {}
-    for algo, proc in procs.items():
+    for name, proc in procs.items():
         out, err = proc.communicate(timeout=600)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         config = yaml.safe_load(out) if proc.returncode == 0 else None
-        results[algo] = (result, config)
+        results[name] = (result, config)
     return results
 
 
@@ -293,10 +306,9 @@ def test_ablation_entry_maps_every_switch_for_the_ep_grpo_base_and_rejects_unkno
     assert "CALL" not in bad.stdout  # nothing ran
 
 
-def test_cpu_profile_dry_run_keeps_the_algorithm_block_and_switches_dapo_to_the_score_metric(tmp_path):
-    result = run_script("run_dapo_qwen7b.sh", recipe_env(tmp_path, DRY_RUN="1", PROFILE="cpu-tiny"))
+def test_cpu_profile_dry_run_keeps_the_algorithm_block_and_switches_dapo_to_the_score_metric(dry_runs):
+    result, config = dry_runs["dapo@cpu-tiny"]
     assert result.returncode == 0, _fail_message(result)
-    config = yaml.safe_load(result.stdout)
     # hardware/model/data/reward blocks come from the CPU profile ...
     assert get(config, "trainer.device") == "cpu"
     assert get(config, "actor_rollout_ref.rollout.name") == "hf"
@@ -313,8 +325,8 @@ def test_cpu_profile_dry_run_keeps_the_algorithm_block_and_switches_dapo_to_the_
     assert 0 < get(config, "reward.reward_kwargs.overlong_buffer_cfg.len") <= max_len
 
 
-def test_dry_run_reports_a_bad_override_clearly(tmp_path):
-    result = run_script("run_erpo_qwen7b.sh", recipe_env(tmp_path, DRY_RUN="1"), "+algorithm.erpo.gate_gama=3")
+def test_dry_run_reports_a_bad_override_clearly(dry_runs):
+    result, _ = dry_runs["erpo+bad_override"]
     assert result.returncode == 2
     assert "recipe_check: ERROR: unknown key algorithm.erpo.gate_gama" in result.stderr
     assert result.stdout.strip() == ""

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from erpo_testlib import run_python_together
 
 from erpo_verl.integration import touchpoints
 from erpo_verl.integration.touchpoints import INVENTORY, MARKER
@@ -42,11 +41,14 @@ print(json.dumps({"applied": sorted(applied()), "marked": marked}))
 """
 
 
-def _probe(cpu: bool) -> dict:
+def _env(cpu: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE")}
     if cpu:
         env["VERL_PLATFORM"] = "cpu"
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    return env
+
+
+def _parsed(out) -> dict:
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -72,13 +74,19 @@ def test_no_ad_hoc_markers_remain_in_the_package():
 
 
 @pytest.fixture(scope="module")
-def default_mode():
-    return _probe(cpu=False)
+def both_modes():
+    """The probe outside and inside CPU mode, two fresh interpreters started together."""
+    return run_python_together({"default": (PROBE, _env(cpu=False)), "cpu": (PROBE, _env(cpu=True))})
 
 
 @pytest.fixture(scope="module")
-def cpu_mode():
-    return _probe(cpu=True)
+def default_mode(both_modes):
+    return _parsed(both_modes["default"])
+
+
+@pytest.fixture(scope="module")
+def cpu_mode(both_modes):
+    return _parsed(both_modes["cpu"])
 
 
 def test_outside_cpu_mode_only_the_always_touchpoints_are_active(default_mode):
