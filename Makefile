@@ -28,7 +28,7 @@ BENCH_ARGS ?=
 BENCH_LEARNING_ARGS ?=
 BENCH_REASONING_ARGS ?=
 
-.PHONY: help install install-vllm test-vllm test test-fast demo bench bench-learning bench-reasoning clean
+.PHONY: help install install-vllm test-vllm test test-fast demo bench bench-learning bench-reasoning bench-modes clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench: $(STAMP) ## time the estimators against verl's grpo and a memory-bandwidt
 
 bench-learning: $(STAMP) ## learning benchmark over estimators and seeds on the toy task (tens of minutes)
 	$(OFFLINE) $(PY) -m erpo_verl.tools.bench_learning --out outputs/bench_learning $(BENCH_LEARNING_ARGS)
+
+bench-modes: $(STAMP) ## throughput of grpo and erpo in verl's sync / colocate_async / separate_async modes (~8 min)
+	$(OFFLINE) $(PY) -m erpo_verl.tools.bench_modes --out outputs/bench_modes $(BENCH_MODES_ARGS)
 
 bench-reasoning: $(STAMP) ## countdown reasoning benchmark: SFT, then 9 methods x 3 seeds, pass@1/pass@16 (hours on 2 cores)
 	$(OFFLINE) $(PY) -m erpo_verl.tools.bench_reasoning --out outputs/bench_reasoning $(BENCH_REASONING_ARGS)

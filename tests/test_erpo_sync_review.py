@@ -247,33 +247,36 @@ def test_one_output_per_session_is_accepted():
     assert out.batch["advantages"].shape == (3, 4)
 
 
-# -- 7. erpo_sync reads its settings from one section ---------------------------------------------------------------
-def test_parameter_sync_step_is_read_from_the_section_rollout_skip_reads(monkeypatch):
+# -- 7. erpo_sync reads one set of settings (verl's trainer.v1.sync and trainer.v1.erpo_sync) -----------------------
+def _build_seen(monkeypatch, config):
+    """Construct ERPOTrainerSync with verl's replay-buffer build replaced by a probe of what it would see."""
     from erpo_verl.integration.trainer_mode import ERPOTrainerSync
-    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    config = verl_config(*ERPO_SYNC, "+trainer.v1.erpo_sync.parameter_sync_step=2")
     seen = {}
 
     def verl_build(self):
         seen.update(mode=self.trainer_mode, step=self.parameter_sync_step,
                     section=dict(self.config.trainer.v1.get(self.trainer_mode, {})))
 
-    monkeypatch.setattr(PPOTrainerSync, "_build_replay_buffer", verl_build)
-    trainer = object.__new__(ERPOTrainerSync)
-    trainer.config = config
-    # what verl's PPOTrainer.__init__ does before it builds the replay buffer
-    trainer.trainer_mode = config.trainer.v1.trainer_mode
-    trainer.parameter_sync_step = config.trainer.v1.get(trainer.trainer_mode, {}).get("parameter_sync_step", 1)
-    trainer._build_replay_buffer()
+    monkeypatch.setattr(PPOTrainer, "_build_replay_buffer", verl_build)
+    ERPOTrainerSync(config)
+    return seen
+
+
+@pytest.mark.parametrize("section", ["erpo_sync", "sync"])
+def test_parameter_sync_step_is_read_from_either_section_and_seen_by_rollout_skip(monkeypatch, section):
+    config = verl_config(*ERPO_SYNC, f"+trainer.v1.{section}.parameter_sync_step=2")
+    seen = _build_seen(monkeypatch, config)
     rollout_skip = OmegaConf.select(config, f"trainer.v1.{config.trainer.v1.trainer_mode}.parameter_sync_step", default=1)
     assert seen == {"mode": "sync", "step": 2, "section": {"parameter_sync_step": 2}}
     assert rollout_skip == 2
 
 
-def test_settings_under_trainer_v1_sync_are_rejected_in_erpo_sync_mode():
-    config = verl_config(*ERPO_SYNC, "+trainer.v1.sync.parameter_sync_step=2")
-    with pytest.raises(ERPOSetupError, match=r"\+trainer\.v1\.erpo_sync\.parameter_sync_step=2"):
+def test_a_setting_given_differently_in_both_sections_is_rejected():
+    config = verl_config(*ERPO_SYNC, "+trainer.v1.sync.parameter_sync_step=2", "+trainer.v1.erpo_sync.parameter_sync_step=1")
+    with pytest.raises(ERPOSetupError, match=r"trainer\.v1\.sync\.parameter_sync_step=2 and "
+                                             r"trainer\.v1\.erpo_sync\.parameter_sync_step=1 differ"):
         preflight(config)
 
 

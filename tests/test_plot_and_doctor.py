@@ -70,4 +70,4 @@ def test_doctor_checks_registration_inside_a_ray_worker():
     out = subprocess.run([sys.executable, "-m", "erpo_verl.tools.doctor"], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[ok  ] registration (Ray worker)" in out.stdout
-    assert "erpo, ep_grpo, dapo, grpo_forking, aer, erpo_sync" in out.stdout
+    assert "erpo, ep_grpo, dapo, grpo_forking, aer, erpo_sync, erpo_colocate_async, erpo_separate_async" in out.stdout

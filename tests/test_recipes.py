@@ -70,7 +70,7 @@ RECIPE_VARIABLES = (
     "FILTER_GROUPS_METRIC MAX_INFLIGHT_GEN_BATCHES VAL_TEMPERATURE VAL_TOP_P VAL_DO_SAMPLE TEST_FREQ VAL_BEFORE_TRAIN "
     "TOTAL_STEPS TOTAL_EPOCHS SAVE_FREQ MAX_CKPT_TO_KEEP PROJECT_NAME EXPERIMENT_NAME EXPERIMENT_SUFFIX LOGGERS "
     "ASSETS_DIR CPU_STEPS OUTPUT_ROOT OUTPUT_DIR CKPT_DIR VALIDATION_DATA_DIR VERL_FILE_LOGGER_PATH ABLATIONS "
-    "ABLATION_BASE ALGO_NAME VERL_PLATFORM"
+    "ABLATION_BASE ALGO_NAME VERL_PLATFORM TRAINER_MODE ROLLOUT_GPUS CHECKPOINT_ENGINE CPU_GPUS_PER_NODE CPU_NNODES"
 ).split()
 
 
@@ -120,6 +120,8 @@ def _fail_message(result: subprocess.CompletedProcess) -> str:
 EXTRA_DRY_RUNS = {
     "dapo@cpu-tiny": ("run_dapo_qwen7b.sh", {"PROFILE": "cpu-tiny"}, ()),
     "erpo+bad_override": ("run_erpo_qwen7b.sh", {}, ("+algorithm.erpo.gate_gama=3",)),
+    "erpo@separate_async": ("run_erpo_qwen7b.sh", {"TRAINER_MODE": "separate_async"}, ()),
+    "grpo@colocate_async": ("run_grpo_qwen7b.sh", {"TRAINER_MODE": "colocate_async"}, ()),
 }
 
 
@@ -465,6 +467,31 @@ def test_gpus_requested_on_a_cpu_machine_outside_the_cpu_profile_are_reported(tm
 def test_unknown_profile_is_rejected(tmp_path):
     result = run_script("run_grpo_qwen7b.sh", recipe_env(tmp_path, PROFILE="cpu"), timeout=60)
     assert result.returncode == 2 and "PROFILE=cpu is not a profile" in result.stderr
+
+
+def test_trainer_mode_separate_async_composes_the_7b_erpo_recipe_with_rollout_gpus_of_its_own(dry_runs):
+    result, config = dry_runs["erpo@separate_async"]
+    assert result.returncode == 0, _fail_message(result)
+    assert "[validate_config] All configuration checks passed" in result.stderr
+    assert get(config, "trainer.v1.trainer_mode") == "erpo_separate_async"
+    assert get(config, "trainer.n_gpus_per_node") == 6  # 8 - ROLLOUT_GPUS
+    assert get(config, "actor_rollout_ref.rollout.n_gpus_per_node") == 2
+    assert get(config, "actor_rollout_ref.rollout.checkpoint_engine.backend") == "nccl"
+    # verl's assertion: train_batch_size == parameter_sync_step * ppo_mini_batch_size (256 == 8 * 32)
+    assert get(config, "trainer.v1.separate_async.parameter_sync_step") == 8
+    assert get(config, "algorithm.adv_estimator") == "erpo"
+
+
+def test_trainer_mode_colocate_async_switches_a_plain_recipe_to_verls_mode(dry_runs):
+    result, config = dry_runs["grpo@colocate_async"]
+    assert result.returncode == 0, _fail_message(result)
+    assert get(config, "trainer.v1.trainer_mode") == "colocate_async"
+    assert get(config, "trainer.n_gpus_per_node") == 8
+
+
+def test_an_unknown_trainer_mode_is_rejected_by_the_recipe(tmp_path):
+    result = run_script("run_erpo_qwen7b.sh", recipe_env(tmp_path, TRAINER_MODE="fully_async", DRY_RUN="1"), timeout=60)
+    assert result.returncode == 2 and "TRAINER_MODE=fully_async is not one of verl's v1 modes" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------------------

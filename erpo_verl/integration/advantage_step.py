@@ -178,3 +178,37 @@ def aer_coefficients(data, state: AERState, options: Any, metrics: dict, padding
     coef = torch.zeros(mask.shape[0], dtype=coef_real.dtype)
     coef[real] = coef_real
     return used_alpha * coef.unsqueeze(1) * mask
+
+
+def old_policy_lag_metrics(tags, global_steps: int, padding=None, local_updates: int = 0) -> dict[str, float]:
+    """``erpo/old_policy/*``: how far the policy whose entropy and log-probs the estimator sees (π_old) is from the
+    weights that generated the samples it trains on.
+
+    verl tags every trajectory with the weight versions it was generated with (``min_global_steps`` ..
+    ``max_global_steps``; one version per global step) and, in every v1 mode, recomputes ``old_log_probs`` and
+    the entropy at training time with the actor's weights of version ``global_steps - 1`` (separate_async restores
+    them for each mini-batch of the step). So per real (non-padding) sample
+
+        lag = (global_steps - 1) - min_global_steps     (0: π_old is the policy that sampled it; sync mode)
+
+    and ``local_updates`` is how many actor updates of this step (separate_async's mini-batches) already moved the
+    trained weights away from π_old. Empty when the tags carry no versions.
+    """
+    if not tags:
+        return {}
+    pad = np.zeros(len(tags), dtype=bool) if padding is None else np.asarray(padding, dtype=bool)
+    versions = [t.get("min_global_steps") if hasattr(t, "get") else None for t, p in zip(tags, pad) if not p]
+    newest = [t.get("max_global_steps") if hasattr(t, "get") else None for t, p in zip(tags, pad) if not p]
+    if not versions or any(v is None for v in versions):
+        return {}
+    lag = (int(global_steps) - 1) - np.asarray(versions, dtype=np.int64)
+    spans = np.asarray([b if b is not None else a for a, b in zip(versions, newest)], dtype=np.int64)
+    spans = spans - np.asarray(versions, dtype=np.int64) + 1
+    return {
+        "erpo/old_policy/lag_mean": float(lag.mean()),
+        "erpo/old_policy/lag_max": float(lag.max()),
+        "erpo/old_policy/stale_fraction": float((lag > 0).mean()),
+        "erpo/old_policy/versions_per_sample_max": float(spans.max()),
+        "erpo/old_policy/local_updates": float(local_updates),
+        "erpo/old_policy/samples": float(len(versions)),
+    }

@@ -1,7 +1,11 @@
-"""Preflight: the configuration checks of the ``erpo_sync`` trainer mode, run in the driver before Ray starts.
+"""Preflight: the configuration checks of the erpo-verl trainer modes, run in the driver before Ray starts.
 
-Select the mode with one setting: ``trainer.v1.trainer_mode=erpo_sync``; its own settings live in the section
-``trainer.v1.erpo_sync`` (the section verl's generic code, e.g. rollout-skip, reads for the selected mode).
+Select a mode with one setting, the name of verl's v1 mode prefixed with ``erpo_`` (:data:`ERPO_TRAINER_MODES`):
+``trainer.v1.trainer_mode=erpo_sync`` (verl's ``sync``), ``erpo_colocate_async`` or ``erpo_separate_async``.
+Each runs verl's own mode unchanged except for the advantage step (the extra inputs), AER and its checkpoint
+state. Its settings are verl's section of that mode (``trainer.v1.colocate_async.num_warmup_batches`` ...) and
+may also be given under the mode's own name (``trainer.v1.erpo_sync``: the section verl's generic code, e.g.
+rollout-skip, reads for the selected mode); a key set differently in the two is refused.
 
 * **Reference policy.** When the configured estimator needs ``ref_log_prob`` and the reference policy is
   off, :func:`prepare_config` turns it on through ``actor.use_kl_loss=True`` with ``kl_loss_coef=0``: the
@@ -30,6 +34,13 @@ from erpo_verl.integration.touchpoints import mark_applied, replace_attribute
 logger = logging.getLogger(__name__)
 
 TRAINER_MODE = "erpo_sync"
+# erpo-verl mode -> the verl 0.9.1 v1 mode it runs (trainer/ppo/v1/trainer_{sync,colocate_async,separate_async}.py)
+ERPO_TRAINER_MODES = {
+    "erpo_sync": "sync",
+    "erpo_colocate_async": "colocate_async",
+    "erpo_separate_async": "separate_async",
+}
+VERL_TRAINER_MODES = tuple(ERPO_TRAINER_MODES.values())
 # actor/critic strategies whose workers the erpo_sync mode and AER have been run and tested with
 SUPPORTED_STRATEGIES = ("fsdp", "fsdp2")
 
@@ -55,15 +66,52 @@ def estimator_requirements(config: Any) -> tuple[bool, bool]:
     return "old_entropy" in accepted, "ref_log_prob" in accepted
 
 
+def trainer_mode_of(config: Any) -> str:
+    """``trainer.v1.trainer_mode`` (verl's default: ``sync``)."""
+    return str((config.trainer.get("v1", {}) or {}).get("trainer_mode", "sync"))
+
+
 def uses_erpo_verl(config: Any) -> bool:
     """Whether the configuration selects any of our names (estimator, AER loss, trainer mode)."""
-    mode = (config.trainer.get("v1", {}) or {}).get("trainer_mode", "sync")
-    return str(config.algorithm.adv_estimator) in ESTIMATORS or aer_enabled(config) or mode == TRAINER_MODE
+    return (
+        str(config.algorithm.adv_estimator) in ESTIMATORS
+        or aer_enabled(config)
+        or trainer_mode_of(config) in ERPO_TRAINER_MODES
+    )
 
 
-def erpo_sync_section(config: Any):
-    """The ``trainer.v1.erpo_sync`` section (empty when absent)."""
-    return (config.trainer.get("v1", {}) or {}).get(TRAINER_MODE, None) or {}
+def erpo_mode_for(verl_mode: str) -> str | None:
+    """The erpo-verl mode that runs verl's ``verl_mode`` (``None`` for modes we do not wrap)."""
+    return next((ours for ours, theirs in ERPO_TRAINER_MODES.items() if theirs == verl_mode), None)
+
+
+def mode_section(config: Any, erpo_mode: str) -> dict:
+    """The settings of ``erpo_mode``: verl's section of the mode it runs, updated by ``trainer.v1.<erpo_mode>``.
+
+    Raises :class:`ERPOSetupError` when a key is set differently in the two (one of them would be ignored).
+    """
+    v1 = config.trainer.get("v1", {}) or {}
+    verl_mode = ERPO_TRAINER_MODES[erpo_mode]
+    theirs = dict(v1.get(verl_mode, None) or {})
+    ours = dict(v1.get(erpo_mode, None) or {})
+    conflicts = {k: (theirs[k], ours[k]) for k in ours if k in theirs and _plain(theirs[k]) != _plain(ours[k])}
+    if conflicts:
+        raise ERPOSetupError(
+            f"trainer.v1.trainer_mode={erpo_mode} runs verl's '{verl_mode}' mode with its settings, but "
+            + "; ".join(
+                f"trainer.v1.{verl_mode}.{k}={a} and trainer.v1.{erpo_mode}.{k}={b} differ" for k, (a, b) in conflicts.items()
+            )
+            + f". Set each key once (trainer.v1.{verl_mode}.<key> or trainer.v1.{erpo_mode}.<key>)"
+        )
+    merged = dict(theirs)
+    merged.update(ours)
+    return merged
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,9 +131,13 @@ def preflight(config: Any) -> list[str]:
     needs_entropy, needs_ref = estimator_requirements(config)
     name = config.algorithm.adv_estimator
     use_aer = aer_enabled(config)
-    check_erpo_sync_section(config)
-    if (config.trainer.get("v1", {}) or {}).get("trainer_mode", "sync") == TRAINER_MODE:
-        check_strategy(config, f"trainer.v1.trainer_mode={TRAINER_MODE}")
+    mode = trainer_mode_of(config)
+    check_trainer_mode_name(mode)
+    if mode in ERPO_TRAINER_MODES:
+        mode_section(config, mode)  # conflicting settings
+        check_strategy(config, f"trainer.v1.trainer_mode={mode}")
+        if mode == "erpo_separate_async":
+            check_separate_async(config)
     if not (needs_entropy or needs_ref or use_aer):
         return []
     what = " and ".join(
@@ -106,11 +158,14 @@ def preflight(config: Any) -> list[str]:
             f"{who}, which verl's legacy trainer (trainer.use_v1=false) cannot provide. Use the v1 trainer with "
             f"the erpo-verl mode: trainer.use_v1=true trainer.v1.trainer_mode={TRAINER_MODE}"
         )
-    mode = trainer_cfg.get("v1", {}).get("trainer_mode", "sync")
-    if mode != TRAINER_MODE:
-        raise ERPOSetupError(
-            f"{who}, which verl's '{mode}' trainer mode does not provide. Add: trainer.v1.trainer_mode={TRAINER_MODE}"
+    if mode not in ERPO_TRAINER_MODES:
+        ours = erpo_mode_for(mode)
+        fix = (
+            f"Add: trainer.v1.trainer_mode={ours} (verl's '{mode}' mode with the extra inputs)"
+            if ours
+            else "Use one of: " + ", ".join(f"trainer.v1.trainer_mode={m}" for m in ERPO_TRAINER_MODES)
         )
+        raise ERPOSetupError(f"{who}, which verl's '{mode}' trainer mode does not provide. {fix}")
     rollout_corr = config.algorithm.get("rollout_correction", None) or {}
     if (needs_entropy or use_aer) and rollout_corr.get("bypass_mode", False):
         user = f"algorithm.adv_estimator={name}" if needs_entropy else "actor_rollout_ref.actor.policy_loss.loss_mode=aer"
@@ -172,18 +227,47 @@ def check_strategy(config: Any, who: str) -> None:
             )
 
 
-def check_erpo_sync_section(config: Any) -> None:
-    """erpo_sync reads its settings from trainer.v1.erpo_sync only; a differing trainer.v1.sync would be ignored."""
-    v1 = config.trainer.get("v1", {}) or {}
-    if v1.get("trainer_mode", "sync") != TRAINER_MODE:
-        return
-    sync = v1.get("sync", None) or {}
-    own = erpo_sync_section(config)
-    if len(sync) and dict(sync) != dict(own):
+def check_trainer_mode_name(mode: str) -> None:
+    """A mode named like ours but not one of them (a typo) stops here, not in verl's TaskRunner after Ray started."""
+    if mode.startswith("erpo") and mode not in ERPO_TRAINER_MODES:
+        import difflib
+
+        close = difflib.get_close_matches(mode, list(ERPO_TRAINER_MODES), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
         raise ERPOSetupError(
-            f"trainer.v1.trainer_mode={TRAINER_MODE} reads its settings from trainer.v1.{TRAINER_MODE}, but "
-            f"trainer.v1.sync has {dict(sync)} (ignored by this mode). Move them: "
-            + " ".join(f"+trainer.v1.{TRAINER_MODE}.{k}={v}" for k, v in dict(sync).items())
+            f"trainer.v1.trainer_mode={mode} is not an erpo-verl trainer mode; choose one of "
+            f"{', '.join(ERPO_TRAINER_MODES)} (verl's {', '.join(VERL_TRAINER_MODES)} with the extra inputs).{hint}"
+        )
+
+
+def check_separate_async(config: Any) -> None:
+    """verl's separate_async asserts these in its constructor, after Ray and TransferQueue started; check them here."""
+    section = mode_section(config, "erpo_separate_async")
+    sync_step = int(section.get("parameter_sync_step", 1))
+    batch = int(config.data.train_batch_size)
+    mini = int(config.actor_rollout_ref.actor.ppo_mini_batch_size)
+    if batch != sync_step * mini:
+        raise ERPOSetupError(
+            f"trainer.v1.trainer_mode=erpo_separate_async (verl's separate_async) needs data.train_batch_size == "
+            f"trainer.v1.separate_async.parameter_sync_step * actor_rollout_ref.actor.ppo_mini_batch_size, but "
+            f"{batch} != {sync_step} * {mini}. Set actor_rollout_ref.actor.ppo_mini_batch_size={batch // max(1, sync_step)} "
+            "or change parameter_sync_step"
+        )
+    rollout = config.actor_rollout_ref.rollout
+    for key in ("nnodes", "n_gpus_per_node"):
+        if int(rollout.get(key, 0) or 0) <= 0:
+            raise ERPOSetupError(
+                f"trainer.v1.trainer_mode=erpo_separate_async runs rollout on its own devices: set "
+                f"actor_rollout_ref.rollout.{key} > 0 (now {rollout.get(key, 0)})"
+            )
+    backend = rollout.checkpoint_engine.backend
+    if backend == "naive":
+        cpu = os.environ.get("VERL_PLATFORM") == "cpu"
+        choice = "cpu_gloo (the CPU backend's engine)" if cpu else "nccl, nixl, mooncake, ..."
+        raise ERPOSetupError(
+            "trainer.v1.trainer_mode=erpo_separate_async sends weights to rollout devices of their own, which "
+            "actor_rollout_ref.rollout.checkpoint_engine.backend=naive (colocated only) cannot do: set it to "
+            + choice
         )
 
 

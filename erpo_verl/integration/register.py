@@ -4,7 +4,7 @@ It registers, in every process (driver, TaskRunner, Ray workers):
 
 * the advantage estimators ``erpo``, ``ep_grpo``, ``dapo`` and ``grpo_forking`` in verl's estimator registry,
 * the policy loss ``aer`` (adaptive entropy regularization) in verl's policy-loss registry,
-* the trainer mode ``erpo_sync`` in verl's v1 trainer registry,
+* the trainer modes ``erpo_sync``, ``erpo_colocate_async``, ``erpo_separate_async`` in verl's v1 trainer registry,
 * a preflight check around verl's ``validate_config`` (driver-side, before Ray starts),
 * the CPU backend, only when ``VERL_PLATFORM=cpu``.
 

