@@ -16,7 +16,7 @@
 #                      plugin's HF rollout
 #   TRAINER_MODE=...   verl's v1 trainer mode: sync (default) | colocate_async | separate_async. Recipes whose
 #                      estimator needs the extra inputs run erpo_<mode>; separate_async also moves ROLLOUT_GPUS
-#                      GPUs per node to rollout (PROFILE=cpu-tiny: CPU_GPUS_PER_NODE=2, one device each)
+#                      GPUs per node to rollout (PROFILE=cpu-tiny: 2 logical devices, one each)
 #   (default)          check verl/plugin, model, data and GPUs, then python3 -m verl.trainer.main_ppo
 #   PYTHON=...         the interpreter of the environment with verl 0.9.1 and erpo-verl (default: the checkout's
 #                      .venv/bin/python if it exists, else python3)

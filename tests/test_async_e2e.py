@@ -4,7 +4,7 @@ Four runs (docs/testing.md lists them with their cost):
 
 * ``colocate`` — ``erpo_colocate_async`` + AER, 3 steps, checkpoint at step 3, started as the CPU launcher's
   Python API does; ``colocate_resumed`` continues it from the checkpoint for step 4;
-* ``separate`` — ``TRAINER_MODE=separate_async CPU_GPUS_PER_NODE=2 PROFILE=cpu-tiny bash recipes/run_ep_grpo_qwen7b.sh``
+* ``separate`` — ``TRAINER_MODE=separate_async PROFILE=cpu-tiny bash recipes/run_ep_grpo_qwen7b.sh``
   with AER: rollout on a device of its own (a standalone replica fed by the ``cpu_gloo`` checkpoint engine),
   two mini-batches per step, checkpoint at step 3; ``separate_resumed`` continues it with the same command.
 
@@ -105,7 +105,8 @@ def _recipe(toy_assets, out: Path, steps: int, *args: str):
     from test_recipes import recipe_env
 
     metrics = out / f"metrics_{steps}.jsonl"
-    env = recipe_env(out, PROFILE="cpu-tiny", TRAINER_MODE="separate_async", CPU_GPUS_PER_NODE="2",
+    # the command as typed: no CPU_GPUS_PER_NODE (separate_async's CPU default is 2 logical devices)
+    env = recipe_env(out, PROFILE="cpu-tiny", TRAINER_MODE="separate_async",
                      CPU_STEPS=str(steps), ASSETS_DIR=Path(toy_assets["model"]).parent, OUTPUT_DIR=out / "run",
                      VERL_FILE_LOGGER_PATH=metrics)
     result = subprocess.run(["bash", str(REPO / "recipes" / "run_ep_grpo_qwen7b.sh"), *SEPARATE_AER, "trainer.save_freq=3",

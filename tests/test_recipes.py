@@ -122,6 +122,7 @@ EXTRA_DRY_RUNS = {
     "erpo+bad_override": ("run_erpo_qwen7b.sh", {}, ("+algorithm.erpo.gate_gama=3",)),
     "erpo@separate_async": ("run_erpo_qwen7b.sh", {"TRAINER_MODE": "separate_async"}, ()),
     "grpo@colocate_async": ("run_grpo_qwen7b.sh", {"TRAINER_MODE": "colocate_async"}, ()),
+    "erpo@cpu-tiny+separate_async": ("run_erpo_qwen7b.sh", {"PROFILE": "cpu-tiny", "TRAINER_MODE": "separate_async"}, ()),
 }
 
 
@@ -487,6 +488,16 @@ def test_trainer_mode_colocate_async_switches_a_plain_recipe_to_verls_mode(dry_r
     assert result.returncode == 0, _fail_message(result)
     assert get(config, "trainer.v1.trainer_mode") == "colocate_async"
     assert get(config, "trainer.n_gpus_per_node") == 8
+
+
+def test_trainer_mode_separate_async_on_the_cpu_profile_gets_a_rollout_device_of_its_own(dry_runs):
+    result, config = dry_runs["erpo@cpu-tiny+separate_async"]
+    assert result.returncode == 0, _fail_message(result)
+    assert get(config, "trainer.v1.trainer_mode") == "erpo_separate_async"
+    assert get(config, "trainer.n_gpus_per_node") == 1 and get(config, "actor_rollout_ref.rollout.n_gpus_per_node") == 1
+    assert get(config, "ray_kwargs.ray_init.num_gpus") == 2  # two logical devices without CPU_GPUS_PER_NODE
+    assert get(config, "actor_rollout_ref.rollout.checkpoint_engine.backend") == "cpu_gloo"
+    assert get(config, "actor_rollout_ref.hybrid_engine") is False
 
 
 def test_an_unknown_trainer_mode_is_rejected_by_the_recipe(tmp_path):

@@ -41,7 +41,9 @@ def _register_estimators_and_losses(core_algos) -> None:
 def _register_trainer_mode(_trainer_sync_module) -> None:
     if not version_ok_for_registration():
         return
-    import erpo_verl.integration.trainer_mode  # noqa: F401  (its @register_trainer runs on import)
+    import erpo_verl.integration.trainer_mode as trainer_mode  # its @register_trainer runs on import
+
+    trainer_mode.tolerate_flush_in_separate_async_logger()  # verl 0.9.1 bug, in plain separate_async too
 
     mark_applied("register.trainer_mode")
 

