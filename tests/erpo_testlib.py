@@ -436,6 +436,33 @@ def wait_until(done, progress=None, stall_s: float = 180.0, poll_s: float = 0.5,
 # ---------------------------------------------------------------------------------------------------------------
 # checks of end-to-end runs shared by several test files (one run carries several behaviours: docs/testing.md)
 # ---------------------------------------------------------------------------------------------------------------
+# AER in the suite's end-to-end runs: switched on from step 1 (alpha_init > 0) with a target just below the initial
+# entropy, so that its bonus is in the loss of every short run
+AER_RUN_OVERRIDES = [
+    "actor_rollout_ref.actor.policy_loss.loss_mode=aer",
+    "+actor_rollout_ref.actor.policy_loss.aer_alpha_init=0.005",
+    "+actor_rollout_ref.actor.policy_loss.aer_alpha_lr=0.001",
+    "+actor_rollout_ref.actor.policy_loss.aer_target_ratio=0.99",
+]
+
+
+def construct_trainer_with_probe(monkeypatch, config, trainer_cls=None) -> tuple:
+    """Build an erpo-verl trainer with verl's replay-buffer build replaced by a probe of what it would see
+    (mode name, parameter_sync_step, the mode's settings); no Ray, no TransferQueue. Returns (trainer, seen)."""
+    from verl.trainer.ppo.v1 import get_trainer_cls
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    seen = {}
+
+    def probe(self):
+        seen.update(mode=self.trainer_mode, step=self.parameter_sync_step,
+                    section=dict(self.config.trainer.v1.get(self.trainer_mode, {})))
+
+    monkeypatch.setattr(PPOTrainer, "_build_replay_buffer", probe)
+    cls = trainer_cls or get_trainer_cls(config.trainer.v1.trainer_mode)
+    return cls(config), seen
+
+
 ERPO_METRICS = [
     "erpo/gate_mean",
     "erpo/gate_std",

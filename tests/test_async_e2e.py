@@ -15,22 +15,16 @@ that the staleness metrics ``erpo/old_policy/*`` are logged, and that nothing of
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from erpo_testlib import assert_aer_entered_the_loss, assert_entropy_aware_run
+from erpo_testlib import AER_RUN_OVERRIDES, assert_aer_entered_the_loss, assert_entropy_aware_run
 from erpo_verl.tools.metrics_io import load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-AER = [
-    "actor_rollout_ref.actor.policy_loss.loss_mode=aer",
-    "+actor_rollout_ref.actor.policy_loss.aer_alpha_init=0.005",
-    "+actor_rollout_ref.actor.policy_loss.aer_alpha_lr=0.001",
-    "+actor_rollout_ref.actor.policy_loss.aer_target_ratio=0.99",
-]
+AER = AER_RUN_OVERRIDES
 # separate_async steps AER's controller once per mini-batch (2 per step): a smaller step keeps alpha > 0 for 4 steps
 SEPARATE_ALPHA_LR = 0.0005
 SEPARATE_AER = [*AER[:2], f"+actor_rollout_ref.actor.policy_loss.aer_alpha_lr={SEPARATE_ALPHA_LR}", AER[3]]
@@ -161,4 +155,3 @@ def test_recipe_variables_for_the_trainer_mode_are_reset_between_tests():
     from test_recipes import RECIPE_VARIABLES
 
     assert {"TRAINER_MODE", "ROLLOUT_GPUS", "CHECKPOINT_ENGINE", "CPU_GPUS_PER_NODE"} <= set(RECIPE_VARIABLES)
-    assert os.environ.get("TRAINER_MODE") is None or "TRAINER_MODE" in RECIPE_VARIABLES

@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 import verl  # noqa: F401  (loads the plugin)
+from erpo_testlib import construct_trainer_with_probe
 from erpo_verl.integration.advantage_step import old_policy_lag_metrics
 from erpo_verl.integration.cpu.cluster import LayoutError
 from erpo_verl.integration.cpu.profile import trainer_mode_overrides
@@ -57,19 +58,7 @@ def test_each_erpo_mode_is_registered_as_verls_mode_class_with_the_forwarding_mi
 
 # -- the settings each mode reads --------------------------------------------------------------------------------------
 def _constructed(monkeypatch, config):
-    """Build the mode's trainer with verl's replay-buffer build replaced by a probe (no Ray, no TransferQueue)."""
-    from verl.trainer.ppo.v1 import get_trainer_cls
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-
-    seen = {}
-
-    def probe(self):
-        seen.update(mode=self.trainer_mode, step=self.parameter_sync_step,
-                    section=dict(self.config.trainer.v1.get(self.trainer_mode, {})))
-
-    monkeypatch.setattr(PPOTrainer, "_build_replay_buffer", probe)
-    trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
-    return trainer, seen
+    return construct_trainer_with_probe(monkeypatch, config)
 
 
 def test_erpo_colocate_async_runs_verls_colocate_async_code_paths_with_its_settings(monkeypatch):
@@ -255,3 +244,10 @@ def test_bench_modes_leaves_the_warm_up_step_out_and_uses_the_median():
     md = table([{"estimator": "grpo", "mode": "sync", **throughput([1, 2, 2], 16)},
                 {"estimator": "grpo", "mode": "colocate_async", **throughput([1, 1, 1], 16)}])
     assert "| grpo | colocate_async | 1.00 | 60.0 | 16.0 | 2.00× |" in md
+
+
+def test_separate_async_logger_accepts_verls_flush_argument():
+    import verl.trainer.ppo.v1.trainer_separate_async as module
+
+    module.logger.info("hybrid replicas disabled", flush=True)  # verl 0.9.1's call; a TypeError without the fix
+    assert module.logger.process("m", {"flush": True, "extra": None}) == ("m", {"extra": None})

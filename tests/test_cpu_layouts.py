@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from erpo_testlib import assert_aer_entered_the_loss, assert_entropy_aware_run, wait_until
+from erpo_testlib import AER_RUN_OVERRIDES, assert_aer_entered_the_loss, assert_entropy_aware_run, wait_until
 
 from erpo_verl.integration.cpu.cluster import (
     LayoutError,
@@ -42,12 +42,7 @@ from erpo_verl.integration import trace
 
 REPO = Path(__file__).resolve().parents[1]
 
-AER = [
-    "actor_rollout_ref.actor.policy_loss.loss_mode=aer",
-    "+actor_rollout_ref.actor.policy_loss.aer_alpha_init=0.005",
-    "+actor_rollout_ref.actor.policy_loss.aer_alpha_lr=0.001",
-    "+actor_rollout_ref.actor.policy_loss.aer_target_ratio=0.99",
-]
+AER = AER_RUN_OVERRIDES
 # Step-1 agreement of one vs two FSDP ranks on identical samples (see test_two_fsdp_ranks_...): the actor computes
 # in bf16 (verl's FSDP2 mixed precision, reductions in fp32); two ranks change the micro-batch padding and the
 # order of the gradient sum (a reduce-scatter of two bf16-computed halves), nothing else. bf16 has a relative

@@ -249,19 +249,10 @@ def test_one_output_per_session_is_accepted():
 
 # -- 7. erpo_sync reads one set of settings (verl's trainer.v1.sync and trainer.v1.erpo_sync) -----------------------
 def _build_seen(monkeypatch, config):
-    """Construct ERPOTrainerSync with verl's replay-buffer build replaced by a probe of what it would see."""
+    from erpo_testlib import construct_trainer_with_probe
     from erpo_verl.integration.trainer_mode import ERPOTrainerSync
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    seen = {}
-
-    def verl_build(self):
-        seen.update(mode=self.trainer_mode, step=self.parameter_sync_step,
-                    section=dict(self.config.trainer.v1.get(self.trainer_mode, {})))
-
-    monkeypatch.setattr(PPOTrainer, "_build_replay_buffer", verl_build)
-    ERPOTrainerSync(config)
-    return seen
+    return construct_trainer_with_probe(monkeypatch, config, ERPOTrainerSync)[1]
 
 
 @pytest.mark.parametrize("section", ["erpo_sync", "sync"])

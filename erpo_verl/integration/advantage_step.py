@@ -64,10 +64,17 @@ def padding_rows(uids: np.ndarray, response_mask: torch.Tensor, tags: list | Non
     identify them.
     """
     if tags is not None:
-        return np.array([bool(t.get("is_padding", False)) if hasattr(t, "get") else False for t in tags], dtype=bool)
+        return padding_rows_from_tags(tags)
     empty = (response_mask.sum(dim=-1) == 0).cpu().numpy()
     named = np.array([str(u).startswith("pad") for u in uids], dtype=bool)
     return empty & named
+
+
+def padding_rows_from_tags(tags) -> np.ndarray | None:
+    """Boolean (bs,) array of the rows verl tagged ``is_padding`` (``None`` without tags)."""
+    if not tags:
+        return None
+    return np.array([bool(t.get("is_padding", False)) if hasattr(t, "get") else False for t in tags], dtype=bool)
 
 
 def check_one_output_per_session(batch_keys, padding: np.ndarray) -> None:

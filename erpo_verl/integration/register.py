@@ -21,6 +21,7 @@ import os
 from erpo_verl.estimators import ESTIMATORS
 from erpo_verl.integration.hooks import after_import
 from erpo_verl.integration.touchpoints import mark_applied
+from erpo_verl.integration.verl_fixes import tolerate_flush_in_separate_async_logger
 from erpo_verl.integration.trace import record_registration
 from erpo_verl.integration.version import version_ok_for_registration
 
@@ -41,9 +42,7 @@ def _register_estimators_and_losses(core_algos) -> None:
 def _register_trainer_mode(_trainer_sync_module) -> None:
     if not version_ok_for_registration():
         return
-    import erpo_verl.integration.trainer_mode as trainer_mode  # its @register_trainer runs on import
-
-    trainer_mode.tolerate_flush_in_separate_async_logger()  # verl 0.9.1 bug, in plain separate_async too
+    import erpo_verl.integration.trainer_mode  # noqa: F401  (its @register_trainer runs on import)
 
     mark_applied("register.trainer_mode")
 
@@ -62,6 +61,8 @@ def cpu_mode_requested() -> bool:
 def install() -> None:
     after_import("verl.trainer.ppo.core_algos", _register_estimators_and_losses)
     after_import("verl.trainer.ppo.v1.trainer_sync", _register_trainer_mode)
+    # verl 0.9.1 bug in separate_async (ours or verl's) with hybrid_engine=False: erpo_verl/integration/verl_fixes.py
+    after_import("verl.trainer.ppo.v1.trainer_separate_async", tolerate_flush_in_separate_async_logger)
     after_import("verl.utils.config", _install_preflight)
     if cpu_mode_requested():
         from erpo_verl.integration.cpu import activate

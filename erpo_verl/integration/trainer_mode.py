@@ -21,7 +21,6 @@ TransferQueue. What "old policy" means in each mode: docs/async.md.
 
 from __future__ import annotations
 
-import logging
 import os
 from functools import partial
 
@@ -37,6 +36,7 @@ from erpo_verl.integration.advantage_step import (
     compute_advantage_with_extras,
     old_policy_lag_metrics,
     padding_rows,
+    padding_rows_from_tags,
     takes_direct_path,
 )
 from erpo_verl.integration.aer_loss import aer_options, aer_ppo_loss
@@ -182,12 +182,6 @@ class EntropyForwardingMixin:
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
 
 
-def padding_rows_from_tags(tags):
-    if not tags:
-        return None
-    return np.array([bool(t.get("is_padding", False)) if hasattr(t, "get") else False for t in tags], dtype=bool)
-
-
 @register_trainer("erpo_sync")
 class ERPOTrainerSync(EntropyForwardingMixin, PPOTrainerSync):
     """verl's synchronous v1 trainer plus forwarding of entropy / log-probs to the advantage estimator."""
@@ -209,20 +203,3 @@ class ERPOTrainerSeparateAsync(EntropyForwardingMixin, PPOTrainerSeparateAsync):
 
     ERPO_MODE = "erpo_separate_async"
 
-
-class _DropFlush(logging.LoggerAdapter):
-    """verl 0.9.1's ``PPOTrainerSeparateAsync._setup`` calls ``logger.info(..., flush=True)`` when
-    ``actor_rollout_ref.hybrid_engine=False``; ``logging`` has no ``flush`` argument, so the run dies in its set-up.
-    This adapter drops the argument and logs the message."""
-
-    def process(self, msg, kwargs):
-        kwargs.pop("flush", None)
-        return msg, kwargs
-
-
-def tolerate_flush_in_separate_async_logger() -> None:
-    import verl.trainer.ppo.v1.trainer_separate_async as module
-
-    if not isinstance(module.logger, _DropFlush):
-        module.logger = _DropFlush(module.logger, {})
-    mark_applied("fix.separate_async_logger_flush")
